@@ -1,0 +1,246 @@
+//! A lock-free fixed-window rate limiter with the semantics of the kernel's `___ratelimit()`.
+//!
+//! The kernel's limiter takes a spinlock and, when it is contended, answers "suppressed";
+//! amd_sld consults its limiters from the #DB notifier with interrupts off on every CPU at
+//! once, so this one packs its whole state into one atomic word and never waits or spins on
+//! a lock. Semantics are the kernel's: a window opens at the first event after the previous
+//! one expired, lets `burst` events through, and denies the rest until it expires.
+//! Time is passed in, in milliseconds, so that tests can drive it with a fake clock.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Bits of the state word that hold the number of events let through in the window.
+const COUNT_BITS: u32 = 20;
+const COUNT_MASK: u64 = (1 << COUNT_BITS) - 1;
+
+/// The largest burst a [`RateLimiter`] can hold.
+pub const MAX_BURST: u32 = (1 << COUNT_BITS) - 1;
+
+/// What the limiter says about one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let through. `suppressed` counts the events denied in earlier windows since the last
+    /// verdict that reported them, so that a caller can say "N callbacks suppressed".
+    Pass {
+        /// Events denied since the last report.
+        suppressed: u64,
+    },
+    /// Over budget in the current window.
+    Deny,
+}
+
+impl Verdict {
+    /// Whether the event was let through.
+    pub const fn passed(self) -> bool {
+        matches!(self, Verdict::Pass { .. })
+    }
+}
+
+/// At most `burst` events per `interval_ms`, shared by all CPUs.
+///
+/// # Invariants
+///
+/// `state` is 0 before the first event; afterwards its high bits hold the window's start
+/// time in milliseconds plus one, and its low [`COUNT_BITS`] the events passed in that window,
+/// never more than `burst`.
+#[derive(Debug)]
+pub struct RateLimiter {
+    interval_ms: u64,
+    burst: AtomicU64,
+    state: AtomicU64,
+    missed: AtomicU64,
+}
+
+impl RateLimiter {
+    /// A limiter that lets `burst` events through per `interval_ms` milliseconds.
+    ///
+    /// `burst` is clamped to [`MAX_BURST`].
+    pub const fn new(interval_ms: u64, burst: u32) -> Self {
+        let burst = if burst > MAX_BURST { MAX_BURST } else { burst };
+        RateLimiter {
+            interval_ms,
+            burst: AtomicU64::new(burst as u64),
+            state: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+        }
+    }
+
+    /// Changes the burst and starts afresh, as `ratelimit_state_init()` does.
+    pub fn reset(&self, burst: u32) {
+        self.burst
+            .store(u64::from(burst.min(MAX_BURST)), Ordering::Relaxed);
+        self.state.store(0, Ordering::Relaxed);
+        self.missed.store(0, Ordering::Relaxed);
+    }
+
+    /// The current burst.
+    pub fn burst(&self) -> u32 {
+        // Stored from a u32 clamped to MAX_BURST, so it fits.
+        self.burst.load(Ordering::Relaxed) as u32
+    }
+
+    /// Decides about one event happening at `now_ms`.
+    pub fn check(&self, now_ms: u64) -> Verdict {
+        let burst = self.burst.load(Ordering::Relaxed);
+        let stamp = (now_ms.wrapping_add(1)) << COUNT_BITS;
+        let mut current = self.state.load(Ordering::Relaxed);
+        loop {
+            let (next, opens_window) = if current == 0 {
+                (stamp | 1, true)
+            } else {
+                let start_ms = (current >> COUNT_BITS).wrapping_sub(1);
+                let count = current & COUNT_MASK;
+                let expired = now_ms.wrapping_sub(start_ms) >= self.interval_ms
+                    && now_ms >= start_ms;
+                if expired {
+                    (stamp | 1, true)
+                } else if count < burst {
+                    (current + 1, false)
+                } else {
+                    self.missed.fetch_add(1, Ordering::Relaxed);
+                    return Verdict::Deny;
+                }
+            };
+            if burst == 0 {
+                self.missed.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Deny;
+            }
+            match self.state.compare_exchange_weak(
+                current,
+                next,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    let suppressed = if opens_window {
+                        self.missed.swap(0, Ordering::Relaxed)
+                    } else {
+                        0
+                    };
+                    return Verdict::Pass { suppressed };
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    fn passes(limiter: &RateLimiter, now_ms: u64) -> bool {
+        limiter.check(now_ms).passed()
+    }
+
+    #[test]
+    fn lets_burst_through_per_window_then_denies() {
+        let limiter = RateLimiter::new(1000, 3);
+        assert!(passes(&limiter, 5));
+        assert!(passes(&limiter, 6));
+        assert!(passes(&limiter, 1004));
+        assert!(!passes(&limiter, 1004));
+        // The window opened at 5 ms expires at 1005 ms, as jiffies-based ___ratelimit does.
+        assert_eq!(limiter.check(1005), Verdict::Pass { suppressed: 1 });
+        assert!(passes(&limiter, 1006));
+        assert!(passes(&limiter, 1007));
+        assert!(!passes(&limiter, 1008));
+    }
+
+    #[test]
+    fn window_opens_at_the_first_event_after_expiry() {
+        let limiter = RateLimiter::new(100, 1);
+        assert!(passes(&limiter, 0));
+        assert!(!passes(&limiter, 99));
+        assert!(passes(&limiter, 250));
+        assert!(!passes(&limiter, 349));
+        assert!(passes(&limiter, 350));
+    }
+
+    #[test]
+    fn suppressed_events_are_reported_once() {
+        let limiter = RateLimiter::new(5000, 10);
+        for t in 0..25 {
+            let _ = limiter.check(t);
+        }
+        assert_eq!(limiter.check(6000), Verdict::Pass { suppressed: 15 });
+        assert_eq!(limiter.check(6001), Verdict::Pass { suppressed: 0 });
+    }
+
+    #[test]
+    fn reset_changes_the_burst_and_forgets_the_window() {
+        let limiter = RateLimiter::new(1000, 1);
+        assert!(passes(&limiter, 0));
+        assert!(!passes(&limiter, 1));
+        limiter.reset(2);
+        assert_eq!(limiter.burst(), 2);
+        assert!(passes(&limiter, 2));
+        assert!(passes(&limiter, 3));
+        assert!(!passes(&limiter, 4));
+    }
+
+    #[test]
+    fn zero_burst_denies_everything_and_huge_bursts_are_clamped() {
+        let limiter = RateLimiter::new(1000, 0);
+        assert!(!passes(&limiter, 0));
+        assert_eq!(RateLimiter::new(1, u32::MAX).burst(), MAX_BURST);
+    }
+
+    #[test]
+    fn a_clock_that_goes_backwards_never_opens_a_window_early() {
+        let limiter = RateLimiter::new(1000, 1);
+        assert!(passes(&limiter, 5000));
+        assert!(!passes(&limiter, 10));
+        assert!(passes(&limiter, 6000));
+    }
+
+    /// Offenders that retry every `retry_ms` after a denial, as amd_sld's throttle does,
+    /// achieve the configured rate within the accuracy the project promises.
+    #[test]
+    fn throttled_offenders_achieve_the_configured_rate() {
+        for rate in [1u32, 10, 100, 1000] {
+            for offenders in [1usize, 4] {
+                let limiter = RateLimiter::new(1000, rate);
+                let retry_ms = 20;
+                // Each offender's next attempt time; an offender that passes tries again
+                // at once (1 ms later), one that is denied sleeps retry_ms.
+                let mut next: Vec<u64> = (0..offenders as u64).collect();
+                let mut passed = std::vec![0u64; offenders];
+                let horizon = 10_000;
+                loop {
+                    let (who, &at) = next.iter().enumerate().min_by_key(|(_, t)| **t).unwrap();
+                    if at >= horizon {
+                        break;
+                    }
+                    if passes(&limiter, at) {
+                        passed[who] += 1;
+                        next[who] = at + 1;
+                    } else {
+                        next[who] = at + retry_ms;
+                    }
+                }
+                let total: u64 = passed.iter().sum();
+                let ratio = total as f64 / (f64::from(rate) * 10.0);
+                assert!(
+                    (0.95..=1.0).contains(&ratio),
+                    "rate {rate}, {offenders} offenders: ratio {ratio}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn concurrent_callers_never_exceed_the_burst() {
+        let limiter = std::sync::Arc::new(RateLimiter::new(u64::MAX / 4, 1000));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let limiter = limiter.clone();
+                std::thread::spawn(move || (0..10_000).filter(|_| passes(&limiter, 7)).count())
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, 1000);
+    }
+}
