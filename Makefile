@@ -1,0 +1,68 @@
+# SPDX-License-Identifier: GPL-2.0
+# amd-sld: split-lock / bus-lock detection for AMD Zen on Linux 6.12 LTS.  `make help`.
+
+KDIR ?= /lib/modules/$(shell uname -r)/build
+SIM ?= 0
+# The kernel's own Rust toolchain: Debian's rustc-web (1.96), not rustup's rustc.
+KRUSTC ?= $(firstword $(wildcard /usr/bin/rustc) rustc)
+KCLIPPY ?= $(firstword $(wildcard /usr/bin/clippy-driver) clippy-driver)
+BINDGEN ?= $(firstword $(wildcard $(HOME)/.cargo/bin/bindgen) bindgen)
+
+flavour := $(if $(filter 1,$(SIM)),sim,default)
+kdir_id := $(shell printf '%s' "$(abspath $(KDIR))" | md5sum | cut -c1-8)
+BUILD := build/$(flavour)-$(kdir_id)
+KO := $(if $(filter 1,$(SIM)),build/sim/amd_sld.ko,amd_sld.ko)
+
+MODULE_SOURCES := Kbuild $(sort $(wildcard src/kmod/*.rs src/kmod/*.c src/logic/src/*.rs))
+KBUILD_VARS := RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
+	AMD_SLD_SIM=$(SIM) AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
+
+.PHONY: all module setup kernel check host-test lint vmtest demo stress bench install clean help
+
+all module: $(KO)
+
+$(KO): $(MODULE_SOURCES) Makefile
+	@scripts/check-kdir "$(KDIR)" "$(KRUSTC)"
+	@mkdir -p $(BUILD) $(dir $(KO))
+	@cp -p --parents $(MODULE_SOURCES) $(BUILD)/
+	$(MAKE) -C $(KDIR) M=$(abspath $(BUILD)) $(KBUILD_VARS) modules
+	cp $(BUILD)/amd_sld.ko $@
+
+setup:
+	scripts/setup
+
+kernel:
+	scripts/kernel test
+
+check:
+	scripts/check
+
+host-test:
+	cargo test --workspace
+
+lint:
+	cargo fmt --all --check
+	rustfmt --edition 2021 --check src/kmod/amd_sld.rs
+	cargo clippy --workspace --all-targets -- -D warnings
+
+vmtest:
+	scripts/vmtest
+
+demo:
+	scripts/demo
+
+install: $(KO)
+	install -D -m 0644 $(KO) $(DESTDIR)/lib/modules/$(shell uname -r)/extra/amd_sld.ko
+	[ -n "$(DESTDIR)" ] || depmod -a
+
+clean:
+	rm -rf build amd_sld.ko
+	cargo clean
+
+help:
+	@echo "make [KDIR=<kernel build dir>]   build amd_sld.ko (default KDIR: the running kernel)"
+	@echo "make SIM=1 KDIR=...              build the test flavour (simulated hardware) into build/sim/"
+	@echo "make setup                       install the toolchain (Debian bookworm, as root)"
+	@echo "make check                       every test: host, lints, module, VM; ends 'N passed, N failed'"
+	@echo "make demo                        the whole story in a VM on simulated hardware"
+	@echo "make install                     install amd_sld.ko for the running kernel"

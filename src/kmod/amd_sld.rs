@@ -1,0 +1,142 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! amd_sld: split-lock and bus-lock detection for AMD Zen 5 on Linux 6.12 LTS.
+//!
+//! Linux 6.12 parses `split_lock_detect=` on every vendor and handles bus-lock #DB in
+//! `exc_debug_user()`, but arms DEBUGCTL[2] only on Intel. This module arms it on AMD,
+//! takes the trap from the die notifier chain before the kernel's half-wired
+//! `handle_bus_lock()` sees it, and applies the same policies, switchable at run time.
+//! See docs/design.md for the mechanisms and their trade-offs.
+
+use kernel::c_str;
+use kernel::error::code;
+use kernel::prelude::*;
+
+// Pure decision logic, shared verbatim with the host crate `amd-sld-logic` (src/logic).
+#[path = "../logic/src/capability.rs"]
+pub mod capability;
+#[path = "../logic/src/cpulist.rs"]
+pub mod cpulist;
+#[path = "../logic/src/dr6.rs"]
+pub mod dr6;
+#[path = "../logic/src/escape.rs"]
+pub mod escape;
+#[path = "../logic/src/fmtbuf.rs"]
+pub mod fmtbuf;
+#[path = "../logic/src/policy.rs"]
+pub mod policy;
+#[path = "../logic/src/ratelimit.rs"]
+pub mod ratelimit;
+#[path = "../logic/src/x86.rs"]
+pub mod x86;
+
+// Kernel-only code.
+mod arming;
+mod control;
+mod ffi;
+mod hw;
+#[cfg(amd_sld_sim)]
+mod sim;
+mod stats;
+mod throttle;
+mod trap;
+
+module! {
+    type: AmdSld,
+    name: "amd_sld",
+    author: "amd-sld developers",
+    description: "Split-lock / bus-lock detection (Bus Lock Detect #DB) for AMD Zen on Linux 6.12",
+    license: "GPL",
+}
+
+/// Everything the module set up, torn down in field order: disarm every CPU, stop taking
+/// #DB, wait for throttled tasks, then remove the files.
+struct Running {
+    _hotplug: ffi::CpuHotplug,
+    _trap_hook: ffi::DebugTrapHook,
+    _throttle_drain: ThrottleDrain,
+    _sysfs: ffi::SysfsDir,
+    #[cfg(amd_sld_sim)]
+    _sim: ffi::DebugfsDir,
+}
+
+/// Dropped after the trap hook is gone: waits until no throttled task sleeps in, or is
+/// about to return through, this module's code.
+struct ThrottleDrain;
+
+impl Drop for ThrottleDrain {
+    fn drop(&mut self) {
+        ffi::wait_for_deferred_work();
+    }
+}
+
+struct AmdSld {
+    module: &'static ThisModule,
+    running: Option<Running>,
+}
+
+impl kernel::Module for AmdSld {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let _param_lock = ffi::ParamLock::lock(module);
+        if let Err(refusal) = capability::check(&hw::facts()) {
+            pr_err!("not loading: {}\n", refusal);
+            return Err(if refusal.is_missing_feature() {
+                code::ENODEV
+            } else {
+                code::EBUSY
+            });
+        }
+        let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"))?;
+        #[cfg(amd_sld_sim)]
+        let sim = sim::debugfs();
+        let throttle_drain = ThrottleDrain;
+        let trap_hook = ffi::DebugTrapHook::register()?;
+        let hotplug = ffi::CpuHotplug::register(c_str!("amd_sld:online"))?;
+        control::start();
+        pr_info!(
+            "loaded: split_lock_detect={}, bus-lock detection armed on CPUs {}{}\n",
+            control::policy(),
+            CpuList(arming::armed_cpus),
+            if cfg!(amd_sld_sim) { " (SIMULATED hardware: test build)" } else { "" }
+        );
+        Ok(AmdSld {
+            module,
+            running: Some(Running {
+                _hotplug: hotplug,
+                _trap_hook: trap_hook,
+                _throttle_drain: throttle_drain,
+                _sysfs: sysfs,
+                #[cfg(amd_sld_sim)]
+                _sim: sim,
+            }),
+        })
+    }
+}
+
+impl Drop for AmdSld {
+    fn drop(&mut self) {
+        {
+            let _param_lock = ffi::ParamLock::lock(self.module);
+            control::stop();
+        }
+        drop(self.running.take());
+        pr_info!(
+            "unloaded: {} bus locks (warned {}, killed {}, throttled {} for {} ms); DEBUGCTL restored on CPUs {}\n",
+            stats::BUS_LOCKS.get(),
+            stats::WARNED.get(),
+            stats::KILLED.get(),
+            stats::THROTTLED.get(),
+            stats::THROTTLED_MS.get(),
+            CpuList(arming::restored_cpus)
+        );
+    }
+}
+
+/// Displays a set of CPUs as a cpulist.
+struct CpuList<I: Iterator<Item = u32>>(fn() -> I);
+
+impl<I: Iterator<Item = u32>> core::fmt::Display for CpuList<I> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        cpulist::write(f, (self.0)())
+    }
+}

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Arming Bus Lock Detect (DEBUGCTL bit 2) on every online CPU, following CPU hotplug, and
+//! putting each CPU's bit back as it was found.
+//!
+//! Arming and disarming happen only in the CPU hotplug callbacks or with the CPU hotplug
+//! lock held for reading ([`CpusReadLocked`]); the two exclude each other, so a CPU's slot
+//! is never written by two threads at once.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use kernel::bindings;
+use kernel::error::{code, Result};
+use kernel::prelude::*;
+
+use crate::capability::Refusal;
+use crate::control::{self, Phase};
+use crate::ffi::CpusReadLocked;
+use crate::hw;
+use crate::x86::DEBUGCTL_BUS_LOCK_DETECT;
+
+const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
+
+struct CpuSlot {
+    /// We set DEBUGCTL[2] on this CPU and have not put it back yet.
+    armed: AtomicBool,
+    /// DEBUGCTL[2] was already set when we first armed this CPU: leave it set.
+    found_armed: AtomicBool,
+    /// The last disarm of this CPU put the bit back as found, and read it back so.
+    restored: AtomicBool,
+}
+
+impl CpuSlot {
+    const fn new() -> Self {
+        CpuSlot {
+            armed: AtomicBool::new(false),
+            found_armed: AtomicBool::new(false),
+            restored: AtomicBool::new(false),
+        }
+    }
+}
+
+static SLOTS: [CpuSlot; MAX_CPUS] = [const { CpuSlot::new() }; MAX_CPUS];
+
+fn slot(cpu: u32) -> Option<&'static CpuSlot> {
+    SLOTS.get(usize::try_from(cpu).ok()?)
+}
+
+fn arm(cpu: u32) -> Result {
+    let slot = slot(cpu).ok_or(code::EINVAL)?;
+    let update = hw::update_debugctl(cpu, |value| value | DEBUGCTL_BUS_LOCK_DETECT)
+        .inspect_err(|_| pr_err!("CPU {}: cannot access DEBUGCTL\n", cpu))?;
+    let found_armed = update.before & DEBUGCTL_BUS_LOCK_DETECT != 0;
+    if found_armed && control::phase() == Phase::Loading {
+        pr_err!("{}\n", Refusal::AlreadyArmed { cpu });
+        return Err(code::EBUSY);
+    }
+    if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 {
+        pr_err!("CPU {}: DEBUGCTL ignored the write of bit 2 (read back {:#x})\n", cpu, update.after);
+        return Err(code::EIO);
+    }
+    slot.found_armed.store(found_armed, Ordering::Relaxed);
+    slot.restored.store(false, Ordering::Relaxed);
+    slot.armed.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn disarm(cpu: u32) {
+    let Some(slot) = slot(cpu) else { return };
+    if !slot.armed.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    if slot.found_armed.load(Ordering::Relaxed) {
+        slot.restored.store(true, Ordering::Relaxed);
+        return;
+    }
+    match hw::update_debugctl(cpu, |value| value & !DEBUGCTL_BUS_LOCK_DETECT) {
+        Ok(update) if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 => {
+            slot.restored.store(true, Ordering::Relaxed);
+        }
+        Ok(update) => pr_err!("CPU {}: DEBUGCTL bit 2 stuck set (read back {:#x})\n", cpu, update.after),
+        Err(_) => pr_err!("CPU {}: cannot access DEBUGCTL to disarm it\n", cpu),
+    }
+}
+
+/// Hotplug callback, and at load the arming of every online CPU. At load an error fails
+/// the load (and the kernel disarms the CPUs already done); later, a CPU that cannot be
+/// armed still comes online, unarmed, and `armed_cpus` shows it.
+pub(crate) fn on_cpu_online(cpu: u32) -> Result {
+    if !control::policy().arms_detection() {
+        return Ok(());
+    }
+    match arm(cpu) {
+        Ok(()) => Ok(()),
+        Err(error) if control::phase() == Phase::Loading => Err(error),
+        Err(_) => {
+            pr_warn!("CPU {} came online without bus-lock detection\n", cpu);
+            Ok(())
+        }
+    }
+}
+
+/// Hotplug callback for a CPU going offline, and at unload for every online CPU: its bit
+/// goes back to what it was when we armed it.
+pub(crate) fn on_cpu_offline(cpu: u32) {
+    disarm(cpu);
+}
+
+/// Arms every online CPU, or none: on failure, the CPUs armed by this call are disarmed.
+pub(crate) fn arm_online(cpus: &CpusReadLocked) -> Result {
+    for cpu in cpus.online() {
+        if let Err(error) = arm(cpu) {
+            cpus.online().take_while(|&done| done != cpu).for_each(disarm);
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// Disarms every online CPU.
+pub(crate) fn disarm_online(cpus: &CpusReadLocked) {
+    cpus.online().for_each(disarm);
+}
+
+/// The CPUs armed now, ascending.
+pub(crate) fn armed_cpus() -> impl Iterator<Item = u32> {
+    cpus_where(|slot| slot.armed.load(Ordering::Acquire))
+}
+
+/// The CPUs whose last disarm restored DEBUGCTL as found, ascending.
+pub(crate) fn restored_cpus() -> impl Iterator<Item = u32> {
+    cpus_where(|slot| slot.restored.load(Ordering::Relaxed))
+}
+
+fn cpus_where(test: fn(&CpuSlot) -> bool) -> impl Iterator<Item = u32> {
+    (0..crate::ffi::nr_cpu_ids()).filter(move |&cpu| slot(cpu).is_some_and(test))
+}

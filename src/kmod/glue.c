@@ -1,0 +1,67 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * What Rust cannot express in Linux 6.12: the module_param_cb() macro, and kernel static
+ * inlines and macros. No logic lives here: each function forwards to one kernel inline,
+ * and the static_asserts pin the few kernel layouts and values that src/kmod/ffi.rs has
+ * to declare by hand because kernel::bindings does not carry them.
+ */
+#include <linux/kdebug.h>
+#include <linux/module.h>
+#include <linux/moduleparam.h>
+#include <linux/rcupdate.h>
+#include <linux/sched/signal.h>
+#include <linux/smp.h>
+#include <linux/stddef.h>
+#include <linux/task_work.h>
+#include <asm/kdebug.h>
+#include <asm/msr.h>
+
+/* Implemented in Rust: src/kmod/param.rs. */
+int amd_sld_policy_set(const char *value, const struct kernel_param *kp);
+int amd_sld_policy_get(char *buffer, const struct kernel_param *kp);
+
+static const struct kernel_param_ops amd_sld_policy_ops = {
+	.set = amd_sld_policy_set,
+	.get = amd_sld_policy_get,
+};
+module_param_cb(split_lock_detect, &amd_sld_policy_ops, NULL, 0644);
+MODULE_PARM_DESC(split_lock_detect,
+		 "off, warn (default), fatal or ratelimit:N with N in 1..1000 bus locks/s, as the kernel's split_lock_detect=");
+
+int amd_sld_rdmsrl_safe(u32 msr, u64 *value);
+int amd_sld_rdmsrl_safe(u32 msr, u64 *value)
+{
+	return rdmsrl_safe(msr, value);
+}
+
+int amd_sld_wrmsrl_safe(u32 msr, u64 value);
+int amd_sld_wrmsrl_safe(u32 msr, u64 value)
+{
+	return wrmsrl_safe(msr, value);
+}
+
+unsigned int amd_sld_this_cpu(void);
+unsigned int amd_sld_this_cpu(void)
+{
+	return raw_smp_processor_id();
+}
+
+bool amd_sld_fatal_signal_pending(void);
+bool amd_sld_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+/* A macro for synchronize_rcu() on kernels without CONFIG_TASKS_RCU. */
+void amd_sld_synchronize_rcu_tasks(void);
+void amd_sld_synchronize_rcu_tasks(void)
+{
+	synchronize_rcu_tasks();
+}
+
+/* Declared by hand in ffi.rs: keep these in step. */
+static_assert(DIE_DEBUG == 3);
+static_assert(TWA_RESUME == 1);
+static_assert(offsetof(struct die_args, regs) == 0);
+static_assert(offsetof(struct die_args, err) == 2 * sizeof(void *));
+static_assert(sizeof(((struct die_args *)0)->err) == sizeof(unsigned long));

@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The hardware edge: what the CPU says it has, and DEBUGCTL. The test build (SIM=1)
+//! replaces exactly this, with `crate::sim`; nothing above it knows the difference.
+
+use kernel::error::Result;
+
+use crate::capability::Facts;
+use crate::ffi::MsrUpdate;
+use crate::x86;
+
+/// Whether the kernel we are built for arms AMD bus-lock detection itself (6.13+): Kbuild
+/// sets the cfg from the kernel version.
+const KERNEL_ARMS_AMD_BUS_LOCK: bool = cfg!(amd_sld_kernel_arms_amd_bus_lock);
+
+/// What amd_sld needs to know about the machine before touching it.
+pub(crate) fn facts() -> Facts {
+    let (vendor, cpuid_7_ecx) = crate::ffi::boot_cpu_identity();
+    Facts {
+        amd: vendor == x86::VENDOR_AMD,
+        bus_lock_detect: cfg!(amd_sld_sim) || x86::has_bus_lock_detect(cpuid_7_ecx),
+        kernel_arms_amd_bus_lock: KERNEL_ARMS_AMD_BUS_LOCK,
+    }
+}
+
+/// Read-modify-write of DEBUGCTL on `cpu`, with the value read back.
+pub(crate) fn update_debugctl(cpu: u32, update: fn(u64) -> u64) -> Result<MsrUpdate> {
+    #[cfg(not(amd_sld_sim))]
+    return crate::ffi::msr_update_on(cpu, x86::MSR_DEBUGCTL, update);
+    #[cfg(amd_sld_sim)]
+    return crate::sim::update_debugctl(cpu, update);
+}

@@ -1,0 +1,77 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What happens when a task takes a bus-lock trap: the policy, applied in the #DB notifier.
+//!
+//! This runs in `exc_debug_user()` before it enables interrupts: nothing here may sleep,
+//! spin on a lock or allocate anything but GFP_ATOMIC. Sleeping (`ratelimit`) is deferred
+//! to the task's own return to user mode, in `crate::throttle`.
+
+use kernel::prelude::*;
+
+use crate::control::{self, THROTTLE};
+use crate::escape::{until_nul, Escaped};
+use crate::ffi::{self, DebugTrap};
+use crate::policy::Policy;
+use crate::ratelimit::{RateLimiter, Verdict};
+use crate::stats;
+
+/// The log's own limit, that of `pr_warn_ratelimited()`: 10 lines per 5 s
+/// (`DEFAULT_RATELIMIT_BURST`, `DEFAULT_RATELIMIT_INTERVAL`).
+static LOG: RateLimiter = RateLimiter::new(5000, 10);
+
+/// Entry from the die notifier for every user-mode #DB.
+pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
+    #[cfg(amd_sld_sim)]
+    crate::sim::rewrite(trap);
+
+    // Consumed here, so that the kernel's own handle_bus_lock() never sees it.
+    if !crate::dr6::take_bus_lock(trap.dr6()) {
+        return;
+    }
+    stats::BUS_LOCKS.inc();
+    let user_ip = trap.user_ip();
+    match control::policy() {
+        Policy::Off => {}
+        Policy::Warn => warn(user_ip),
+        Policy::Fatal => {
+            stats::KILLED.inc();
+            log(user_ip, ", sending SIGBUS");
+            ffi::force_sigbus_current();
+        }
+        Policy::Ratelimit(_) => {
+            if THROTTLE.check(ffi::now_ms()).passed() {
+                warn(user_ip);
+            } else if ffi::defer_to_user_return(user_ip).is_ok() {
+                stats::THROTTLED.inc();
+            } else {
+                // No memory for the work item, or the task is exiting: it cannot be made
+                // to sleep, but it is still reported.
+                warn(user_ip);
+            }
+        }
+    }
+}
+
+/// The `warn` action, also taken by `ratelimit` once a task is under budget.
+pub(crate) fn warn(user_ip: u64) {
+    stats::WARNED.inc();
+    log(user_ip, "");
+}
+
+/// Logs the kernel's own line, so that existing alerts on it match amd_sld's too.
+fn log(user_ip: u64, suffix: &str) {
+    if let Verdict::Pass { suppressed } = LOG.check(ffi::now_ms()) {
+        if suppressed > 0 {
+            pr_warn!("{} bus_lock messages suppressed\n", suppressed);
+        }
+        let comm = ffi::current_comm();
+        let (pid, _) = ffi::current_ids();
+        pr_warn!(
+            "#DB: {}/{} took a bus_lock trap at address: {:#x}{}\n",
+            Escaped(until_nul(&comm)),
+            pid,
+            user_ip,
+            suffix
+        );
+    }
+}
