@@ -397,6 +397,20 @@ pub(crate) fn current_ids() -> (i32, i32) {
     (task.pid(), task.group_leader().pid())
 }
 
+/// The current task's process-group ID (in its own PID namespace).
+#[cfg(amd_sld_sim)]
+pub(crate) fn current_pgid() -> i32 {
+    // SAFETY: `current` is valid; a NULL namespace means the task's active one; the call
+    // takes only the RCU read lock, which is fine with interrupts off.
+    unsafe {
+        bindings::__task_pid_nr_ns(
+            bindings::get_current(),
+            bindings::pid_type_PIDTYPE_PGID,
+            ptr::null_mut(),
+        )
+    }
+}
+
 /// Sends the current task a SIGBUS that it cannot block or ignore (`force_sig()`).
 ///
 /// `force_sig_fault()`, which would set `si_code = BUS_ADRALN` as the kernel's own fatal

@@ -4,7 +4,8 @@
 //!
 //! It replaces the hardware edge and nothing else (the contract is in selftests/README.md):
 //! CPUID reports Bus Lock Detect; DEBUGCTL is a per-CPU shadow in debugfs; and a real
-//! user-mode single-step #DB taken by the thread group written to `sim_tgid` becomes a
+//! user-mode single-step #DB taken by the thread group written to `sim_tgid` (or by any
+//! process of the process group that thread group leads) becomes a
 //! bus-lock trap (DR6.DR_STEP turns into DR_BUS_LOCK) if that CPU's shadow has bit 2 set,
 //! or vanishes if not, as a bus lock on an unarmed CPU would. Everything after that, from
 //! the notifier to the policy, the signal, the sleep and the counters, runs for real.
@@ -24,7 +25,8 @@ use crate::x86::DEBUGCTL_BUS_LOCK_DETECT;
 
 const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
 
-/// The thread group whose single-steps stand for bus locks; 0 for none.
+/// The thread group, or the process group it leads, whose single-steps stand for bus
+/// locks; 0 for none.
 static SIM_TGID: AtomicU32 = AtomicU32::new(0);
 /// When non-zero, DEBUGCTL writes are ignored, as by a CPU that does not implement bit 2.
 static SIM_IGNORE_WRITES: AtomicU32 = AtomicU32::new(0);
@@ -46,8 +48,12 @@ pub(crate) fn update_debugctl(cpu: u32, update: fn(u64) -> u64) -> Result<MsrUpd
 
 /// What the hardware would have reported for this #DB.
 pub(crate) fn rewrite(trap: &mut DebugTrap<'_>) {
-    let tgid = SIM_TGID.load(Ordering::Relaxed);
-    if tgid == 0 || i32::try_from(tgid).ok() != Some(crate::ffi::current_ids().1) {
+    let Ok(opted_in) = i32::try_from(SIM_TGID.load(Ordering::Relaxed)) else {
+        return;
+    };
+    if opted_in == 0
+        || (crate::ffi::current_ids().1 != opted_in && crate::ffi::current_pgid() != opted_in)
+    {
         return;
     }
     let armed = SHADOW

@@ -1,0 +1,429 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# amd_sld selftests: KTAP on stdout, one independent case per behaviour the module promises.
+# Exit status as kselftest: 0 all passed, 1 a case failed, 4 every case skipped.
+#
+# Cases marked (sim) load the test build (SIM=1) whose hardware edge is simulated
+# (selftests/README.md); the others load the default build, as on a real host.
+#
+#   AMD_SLD_KO       default build       (default: /amd_sld/amd_sld.ko, the VM's layout)
+#   AMD_SLD_SIM_KO   test build (SIM=1)  (default: /amd_sld/sim/amd_sld.ko)
+#   AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1     let real_hardware_bus_lock_trap run real split
+#                                        locks on a Zen 5 host that is yours alone
+#   AMD_SLD_CASES    space-separated subset of cases to run
+#   AMD_SLD_EXPECT_CPUS  fail, rather than pass vacuously, unless this many CPUs are online
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+KO=${AMD_SLD_KO:-/amd_sld/amd_sld.ko}
+SIM_KO=${AMD_SLD_SIM_KO:-/amd_sld/sim/amd_sld.ko}
+SYS=/sys/kernel/amd_sld
+PARAM=/sys/module/amd_sld/parameters/split_lock_detect
+DBG=/sys/kernel/debug/amd_sld
+BUSLOCK="$HERE/buslock"
+STEPCHECK="$HERE/stepcheck"
+KERNEL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
+
+fail() {
+	echo "$*"
+	exit 1
+}
+
+skip() {
+	echo "SKIP: $*"
+	exit 4
+}
+
+expect_eq() { # what actual expected
+	[ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
+}
+
+counter() {
+	cat "$SYS/$1"
+}
+
+load_sim() {
+	insmod "$SIM_KO" "$@" || fail "insmod of the test build failed ($*)"
+}
+
+unload() {
+	rmmod amd_sld || fail "rmmod amd_sld failed"
+}
+
+set_policy() {
+	echo "$1" > "$PARAM" || fail "writing '$1' to split_lock_detect failed"
+}
+
+debugctl() { # cpu
+	echo $(($(cat "$DBG/debugctl_cpu$1") + 0))
+}
+
+field() { # name line
+	echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | tail -n 1
+}
+
+online_cpus() {
+	cat /sys/devices/system/cpu/online
+}
+
+# ---------------------------------------------------------------------------------------
+
+load_unload_arms_and_restores_every_cpu() { # (sim)
+	cpus=$(online_cpus)
+	[ -z "$AMD_SLD_EXPECT_CPUS" ] || expect_eq "online CPUs" "$(nproc)" "$AMD_SLD_EXPECT_CPUS"
+	load_sim
+	expect_eq "armed_cpus" "$(counter armed_cpus)" "$cpus"
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		[ $(($(debugctl "$c") & 4)) -ne 0 ] || fail "CPU $c: DEBUGCTL bit 2 not set"
+	done
+	dmesg | grep -q "amd_sld: loaded: split_lock_detect=warn, bus-lock detection armed on CPUs $cpus" ||
+		fail "no load line naming CPUs $cpus"
+	unload
+	dmesg | grep -q "amd_sld: unloaded: .*DEBUGCTL restored on CPUs $cpus\$" ||
+		fail "no unload line restoring CPUs $cpus"
+	[ ! -e "$SYS" ] || fail "$SYS left behind"
+	[ ! -e "$DBG" ] || fail "$DBG left behind"
+	[ ! -e /sys/module/amd_sld ] || fail "module still present"
+}
+
+params_valid_at_load() { # (sim)
+	for case in off=off warn=warn fatal=fatal ratelimit:1=ratelimit:1 ratelimit:10=ratelimit:10 \
+		ratelimit:1000=ratelimit:1000 ratelimit:0010=ratelimit:10; do
+		value=${case%%=*}
+		canonical=${case#*=}
+		load_sim "split_lock_detect=$value"
+		expect_eq "split_lock_detect after insmod split_lock_detect=$value" "$(cat $PARAM)" "$canonical"
+		if [ "$value" = off ]; then
+			expect_eq "armed_cpus with off" "$(counter armed_cpus)" ""
+		else
+			expect_eq "armed_cpus with $value" "$(counter armed_cpus)" "$(online_cpus)"
+		fi
+		unload
+	done
+}
+
+INVALID="ratelimit:0 ratelimit:1001 ratelimit: ratelimit:5x ratelimit:-1 ratelimit:+5 WARN Warn OFF warnx off2 ratelimit ratelimit:00000000010 fatal,warn"
+
+params_invalid_at_load() { # (sim)
+	for value in "" $INVALID "$(printf 'war\001n')" "$(printf '\377\376')" "$(head -c 300 /dev/zero | tr '\0' w)"; do
+		dmesg -c > /dev/null
+		if insmod "$SIM_KO" "split_lock_detect=$value" 2> /dev/null; then
+			rmmod amd_sld
+			fail "insmod accepted split_lock_detect='$value'"
+		fi
+		[ ! -e /sys/module/amd_sld ] || fail "module half-loaded after '$value'"
+		dmesg | grep -q "amd_sld: invalid split_lock_detect" || fail "no error line for '$value'"
+	done
+}
+
+params_valid_at_runtime() { # (sim)
+	load_sim
+	for case in off=off warn=warn fatal=fatal ratelimit:1=ratelimit:1 ratelimit:1000=ratelimit:1000 \
+		ratelimit:007=ratelimit:7 warn=warn; do
+		value=${case%%=*}
+		echo "$value" > "$PARAM" || fail "echo $value rejected"
+		expect_eq "after echo $value" "$(cat $PARAM)" "${case#*=}"
+		printf '%s' "$value" > "$PARAM" || fail "printf $value (no newline) rejected"
+		expect_eq "after printf $value" "$(cat $PARAM)" "${case#*=}"
+	done
+	unload
+}
+
+params_invalid_at_runtime() { # (sim)
+	load_sim split_lock_detect=ratelimit:7
+	echo > "$PARAM" 2> /dev/null && fail "writing an empty line was accepted"
+	for value in $INVALID "$(printf 'warn\n\n')" "$(head -c 5000 /dev/zero | tr '\0' 9)"; do
+		if printf '%s' "$value" > "$PARAM" 2> /dev/null; then
+			fail "write of '$value' accepted"
+		fi
+		expect_eq "policy after rejected '$value'" "$(cat $PARAM)" "ratelimit:7"
+	done
+	for i in $(seq 1 50); do
+		head -c $((i % 24 + 1)) /dev/urandom > /tmp/random.bin
+		if cat /tmp/random.bin > "$PARAM" 2> /dev/null; then
+			[ "$(cat $PARAM)" != "ratelimit:7" ] || continue # a random valid policy (vanishingly rare)
+		fi
+		expect_eq "policy after random write $i" "$(cat $PARAM)" "ratelimit:7"
+	done
+	unload
+}
+
+warn_message_and_log_ratelimit() { # (sim)
+	load_sim
+	out=$("$BUSLOCK" -o -n 100) || fail "buslock failed: $out"
+	expect_eq "events" "$(field events "$out")" 100
+	expect_eq "unconverted steps" "$(field sigtrap "$out")" 0
+	expect_eq "bus_locks" "$(counter bus_locks)" 100
+	expect_eq "warned" "$(counter warned)" 100
+	lines=$(dmesg | grep -cE "$KERNEL_LINE_RE")
+	expect_eq "log lines for 100 traps in well under 5 s (pr_warn_ratelimited: 10 per 5 s)" "$lines" 10
+	sleep 5
+	out=$("$BUSLOCK" -o -n 1) || fail "buslock failed: $out"
+	dmesg | grep -q "amd_sld: 90 bus_lock messages suppressed" || fail "no 'suppressed' line after the window"
+	expect_eq "log lines after the window" "$(dmesg | grep -cE "$KERNEL_LINE_RE")" 11
+	unload
+}
+
+fatal_kills_only_the_offender() { # (sim)
+	load_sim split_lock_detect=fatal
+	sleep 60 &
+	sibling=$!
+	"$BUSLOCK" -o -n 5 > /tmp/out 2>&1
+	status=$?
+	expect_eq "offender's exit status (128 + SIGBUS)" "$status" 135
+	expect_eq "killed" "$(counter killed)" 1
+	expect_eq "bus_locks" "$(counter bus_locks)" 1
+	kill -0 "$sibling" 2> /dev/null || fail "the sibling process died too"
+	kill "$sibling"
+	dmesg | grep -qE "$KERNEL_LINE_RE, sending SIGBUS" || fail "no SIGBUS log line"
+	unload
+}
+
+fatal_cannot_be_blocked_or_ignored() { # (sim)
+	load_sim split_lock_detect=fatal
+	"$BUSLOCK" -o -B -n 3 > /dev/null 2>&1
+	expect_eq "exit status with SIGBUS blocked" "$?" 135
+	"$BUSLOCK" -o -I -n 3 > /dev/null 2>&1
+	expect_eq "exit status with SIGBUS ignored" "$?" 135
+	out=$("$BUSLOCK" -o -c -n 3) || fail "a handled SIGBUS must not kill: $out"
+	expect_eq "SIGBUS delivered to the handler" "$(field sigbus "$out")" 3
+	expect_eq "killed" "$(counter killed)" 5
+	unload
+}
+
+ratelimit_case() { # rate processes
+	load_sim "split_lock_detect=ratelimit:$1"
+	out=$("$BUSLOCK" -o -n 0 -t 3000 -p "$2") || fail "buslock failed: $out"
+	events=$(field events "$out")
+	ms=$(field elapsed_ms "$out")
+	rate_x100=$((events * 100000 / ms))
+	echo "ratelimit:$1, $2 process(es): $events events in $ms ms = $((rate_x100 / 100)).$((rate_x100 % 100))/s"
+	echo "$out" | grep '^process' | sed 's/^/  /'
+	[ "$rate_x100" -ge $(($1 * 90)) ] && [ "$rate_x100" -le $(($1 * 110)) ] ||
+		fail "achieved rate is not within 10% of $1/s"
+	[ "$(counter throttled)" -gt 0 ] || fail "no trap was throttled"
+	[ "$(counter throttled_ms)" -gt 0 ] || fail "throttled_ms did not grow"
+	expect_eq "bus_locks = events" "$(counter bus_locks)" "$events"
+	expect_eq "warned = events (throttled traps are warned once through)" "$(counter warned)" "$events"
+	unload
+}
+
+ratelimit_10_one_process() { ratelimit_case 10 1; }
+ratelimit_10_three_processes() { ratelimit_case 10 3; }
+ratelimit_100_one_process() { ratelimit_case 100 1; }
+ratelimit_100_three_processes() { ratelimit_case 100 3; }
+
+off_disarms_and_keeps_counters() { # (sim)
+	load_sim
+	"$BUSLOCK" -o -n 10 > /dev/null || fail "buslock failed"
+	set_policy off
+	expect_eq "armed_cpus when off" "$(counter armed_cpus)" ""
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		[ $(($(debugctl "$c") & 4)) -eq 0 ] || fail "CPU $c still armed"
+	done
+	out=$("$BUSLOCK" -o -n 10) || fail "buslock failed: $out"
+	expect_eq "unconverted steps when off (an unarmed CPU does not trap)" "$(field sigtrap "$out")" 0
+	expect_eq "bus_locks kept, no new traps" "$(counter bus_locks)" 10
+	set_policy warn
+	expect_eq "armed again" "$(counter armed_cpus)" "$(online_cpus)"
+	"$BUSLOCK" -o -n 5 > /dev/null || fail "buslock failed"
+	expect_eq "bus_locks counts on" "$(counter bus_locks)" 15
+	unload
+}
+
+policy_switches_while_events_flow() { # (sim)
+	load_sim
+	"$BUSLOCK" -o -c -n 0 -t 4000 -p 2 > /tmp/flow.out 2>&1 &
+	flow=$!
+	i=0
+	while [ $i -lt 40 ]; do
+		for p in fatal ratelimit:50 off ratelimit:1000 warn; do
+			set_policy "$p"
+		done
+		i=$((i + 1))
+	done
+	wait $flow || fail "offenders failed: $(cat /tmp/flow.out)"
+	expect_eq "final policy" "$(cat $PARAM)" warn
+	total=$(($(counter warned) + $(counter killed)))
+	[ "$total" -le "$(counter bus_locks)" ] || fail "warned + killed ($total) > bus_locks ($(counter bus_locks))"
+	[ "$(counter bus_locks)" -gt 0 ] || fail "no trap while switching"
+	unload
+}
+
+cpu_offline_online_while_loaded() { # (sim)
+	if [ ! -e /sys/devices/system/cpu/cpu2/online ]; then
+		[ -z "$AMD_SLD_EXPECT_CPUS" ] || fail "CPU 2 of $AMD_SLD_EXPECT_CPUS cannot be taken offline"
+		skip "CPU 2 cannot be taken offline here"
+	fi
+	load_sim
+	echo 0 > /sys/devices/system/cpu/cpu2/online || fail "offlining CPU 2 failed"
+	expect_eq "armed_cpus without CPU 2" "$(counter armed_cpus)" "$(online_cpus)"
+	[ $(($(debugctl 2) & 4)) -eq 0 ] || fail "offline CPU 2 left armed"
+	out=$("$BUSLOCK" -o -n 20) || fail "buslock failed: $out"
+	expect_eq "traps with a CPU offline" "$(counter bus_locks)" 20
+	echo 1 > /sys/devices/system/cpu/cpu2/online || fail "onlining CPU 2 failed"
+	expect_eq "armed_cpus with CPU 2 back" "$(counter armed_cpus)" "$(online_cpus)"
+	[ $(($(debugctl 2) & 4)) -ne 0 ] || fail "CPU 2 not re-armed"
+	set_policy off
+	echo 0 > /sys/devices/system/cpu/cpu2/online && echo 1 > /sys/devices/system/cpu/cpu2/online ||
+		fail "CPU 2 hotplug with policy off failed"
+	expect_eq "no CPU armed when off, after hotplug" "$(counter armed_cpus)" ""
+	unload
+}
+
+counters_equal_events() { # (sim)
+	load_sim
+	"$BUSLOCK" -o -n 1000 > /dev/null || fail "buslock failed"
+	set_policy fatal
+	"$BUSLOCK" -o -n 1 > /dev/null 2>&1
+	set_policy ratelimit:1000
+	"$BUSLOCK" -o -n 500 > /dev/null || fail "buslock failed"
+	set_policy off
+	"$BUSLOCK" -o -n 50 > /dev/null || fail "buslock failed"
+	expect_eq "bus_locks" "$(counter bus_locks)" 1501
+	expect_eq "warned" "$(counter warned)" 1500
+	expect_eq "killed" "$(counter killed)" 1
+	for f in bus_locks warned killed throttled throttled_ms armed_cpus; do
+		mode=$(stat -c %a "$SYS/$f" 2> /dev/null || ls -l "$SYS/$f" | cut -c1-10)
+		case $mode in 444 | -r--r--r--) ;; *) fail "$f has mode $mode, expected 0444" ;; esac
+	done
+	unload
+}
+
+single_step_and_ptrace_unchanged() { # (sim)
+	before=$("$STEPCHECK") || fail "stepcheck fails even without the module: $before"
+	load_sim
+	"$BUSLOCK" -o -n 0 -t 3000 > /dev/null &
+	storm=$!
+	after=$("$STEPCHECK") || fail "stepcheck with the module loaded and a trap storm running: $after"
+	expect_eq "stepcheck output" "$after" "$before"
+	wait $storm
+	[ "$(counter bus_locks)" -gt 0 ] || fail "the storm made no traps"
+	unload
+}
+
+kernel_handle_bus_lock_never_called() { # (sim)
+	tracing=/sys/kernel/tracing
+	[ -e $tracing/kprobe_events ] || mount -t tracefs nodev $tracing 2> /dev/null
+	[ -e $tracing/kprobe_events ] || skip "no kprobe events (CONFIG_KPROBE_EVENTS)"
+	echo 'p:amd_sld_test/handle_bus_lock handle_bus_lock' >> $tracing/kprobe_events ||
+		fail "cannot probe handle_bus_lock"
+	echo 'p:amd_sld_test/send_sigtrap send_sigtrap' >> $tracing/kprobe_events || fail "cannot probe send_sigtrap"
+	echo 1 > $tracing/events/amd_sld_test/enable
+	load_sim
+	"$BUSLOCK" -o -n 50 > /dev/null || fail "buslock failed"
+	"$STEPCHECK" > /dev/null # positive control: plain steps reach send_sigtrap
+	echo 0 > $tracing/events/amd_sld_test/enable
+	calls=$(awk '$1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
+	control=$(awk '$1 == "amd_sld_test/send_sigtrap" { print $2 }' $tracing/kprobe_profile)
+	echo '-:amd_sld_test/handle_bus_lock' >> $tracing/kprobe_events
+	echo '-:amd_sld_test/send_sigtrap' >> $tracing/kprobe_events
+	echo "kprobe hits: handle_bus_lock $calls, send_sigtrap (control) $control"
+	[ "${control:-0}" -gt 0 ] || fail "the probe saw no send_sigtrap: the test cannot see calls"
+	expect_eq "kernel handle_bus_lock calls for 50 traps" "$calls" 0
+	expect_eq "bus_locks" "$(counter bus_locks)" 50
+	unload
+}
+
+debugctl_rmw_preserves_other_bits() { # (sim)
+	load_sim split_lock_detect=off
+	echo 0x3 > "$DBG/debugctl_cpu1" # LBR and BTF, owned by others
+	set_policy warn
+	expect_eq "CPU 1 DEBUGCTL armed" "$(debugctl 1)" 7
+	set_policy off
+	expect_eq "CPU 1 DEBUGCTL disarmed" "$(debugctl 1)" 3
+	unload
+}
+
+arming_failure_is_all_or_nothing() { # (sim)
+	load_sim split_lock_detect=off
+	echo 1 > "$DBG/sim_ignore_writes"
+	if echo warn > "$PARAM" 2> /dev/null; then
+		fail "turning detection on succeeded on CPUs that ignore DEBUGCTL writes"
+	fi
+	expect_eq "policy kept" "$(cat $PARAM)" off
+	expect_eq "no CPU armed" "$(counter armed_cpus)" ""
+	dmesg | grep -q "DEBUGCTL ignored the write of bit 2" || fail "no error line"
+	echo 0 > "$DBG/sim_ignore_writes"
+	set_policy warn
+	expect_eq "armed once writes work" "$(counter armed_cpus)" "$(online_cpus)"
+	unload
+}
+
+refuses_without_bus_lock_detect() { # default build
+	if insmod "$KO" 2> /tmp/insmod.err; then
+		rmmod amd_sld
+		skip "this CPU has Bus Lock Detect: the default build loads"
+	fi
+	grep -q "No such device" /tmp/insmod.err || fail "insmod error is not ENODEV: $(cat /tmp/insmod.err)"
+	dmesg | grep -q "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear" ||
+		fail "no refusal line: $(dmesg | grep amd_sld)"
+	[ ! -e /sys/module/amd_sld ] || fail "module present after refusal"
+}
+
+default_build_has_no_simulation() { # default build
+	for needle in sim_tgid sim_ignore_writes debugctl_cpu SIMULATED; do
+		if grep -q "$needle" "$KO"; then
+			fail "the default build contains '$needle'"
+		fi
+		grep -q "$needle" "$SIM_KO" || fail "the test build lacks '$needle': this check sees nothing"
+	done
+}
+
+real_hardware_bus_lock_trap() { # default build, real Zen 5 only
+	insmod "$KO" 2> /dev/null || skip "no Bus Lock Detect hardware here (needs AMD Zen 5)"
+	if [ -z "$AMD_SLD_ALLOW_REAL_SPLIT_LOCKS" ]; then
+		rmmod amd_sld
+		skip "set AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1 to run real split locks on this host"
+	fi
+	out=$("$BUSLOCK" --split -n 10) || fail "buslock failed: $out"
+	expect_eq "bus_locks for 10 real split locks" "$(counter bus_locks)" 10
+	unload
+}
+
+CASES="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
+params_valid_at_runtime params_invalid_at_runtime warn_message_and_log_ratelimit
+fatal_kills_only_the_offender fatal_cannot_be_blocked_or_ignored ratelimit_10_one_process
+ratelimit_10_three_processes ratelimit_100_one_process ratelimit_100_three_processes
+off_disarms_and_keeps_counters policy_switches_while_events_flow cpu_offline_online_while_loaded
+counters_equal_events single_step_and_ptrace_unchanged kernel_handle_bus_lock_never_called
+debugctl_rmw_preserves_other_bits arming_failure_is_all_or_nothing refuses_without_bus_lock_detect
+default_build_has_no_simulation real_hardware_bus_lock_trap"
+
+[ "$(id -u)" = 0 ] || { echo "amd_sld selftests need root" >&2; exit 4; }
+mountpoint -q /sys/kernel/debug 2> /dev/null || mount -t debugfs none /sys/kernel/debug 2> /dev/null
+
+cases=${AMD_SLD_CASES:-$CASES}
+set -- $cases
+echo "KTAP version 1"
+echo "1..$#"
+n=0 pass=0 failed=0 skipped=0
+for case in $cases; do
+	n=$((n + 1))
+	[ -e /sys/module/amd_sld ] && rmmod amd_sld 2> /dev/null
+	dmesg -c > /dev/null 2>&1
+	(set +e; "$case") > /tmp/case.out 2>&1
+	rc=$?
+	[ -e /sys/module/amd_sld ] && rmmod amd_sld 2> /dev/null
+	case $rc in
+	0)
+		sed 's/^/# /' /tmp/case.out
+		echo "ok $n $case"
+		pass=$((pass + 1))
+		;;
+	4)
+		echo "ok $n $case # SKIP $(sed -n 's/^SKIP: //p' /tmp/case.out | head -n 1)"
+		skipped=$((skipped + 1))
+		;;
+	*)
+		sed 's/^/# /' /tmp/case.out
+		dmesg | grep amd_sld | tail -n 20 | sed 's/^/# dmesg: /'
+		echo "not ok $n $case"
+		failed=$((failed + 1))
+		;;
+	esac
+done
+echo "# Totals: pass:$pass fail:$failed xfail:0 xpass:0 skip:$skipped error:0"
+[ $failed -eq 0 ] || exit 1
+[ $pass -eq 0 ] && [ $skipped -gt 0 ] && exit 4
+exit 0
