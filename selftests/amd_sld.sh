@@ -132,7 +132,11 @@ params_valid_at_runtime() { # (sim)
 params_invalid_at_runtime() { # (sim)
 	load_sim split_lock_detect=ratelimit:7
 	echo > "$PARAM" 2> /dev/null && fail "writing an empty line was accepted"
-	for value in $INVALID "$(printf 'warn\n\n')" "$(head -c 5000 /dev/zero | tr '\0' 9)"; do
+	expect_eq "policy after rejected empty line" "$(cat $PARAM)" "ratelimit:7"
+	# Bytes that command substitution would strip (trailing newlines) are written directly.
+	printf 'warn\n\n' > "$PARAM" 2> /dev/null && fail "writing 'warn' and two newlines was accepted"
+	expect_eq "policy after rejected 'warn\\n\\n'" "$(cat $PARAM)" "ratelimit:7"
+	for value in $INVALID "$(head -c 5000 /dev/zero | tr '\0' 9)"; do
 		if printf '%s' "$value" > "$PARAM" 2> /dev/null; then
 			fail "write of '$value' accepted"
 		fi
@@ -314,14 +318,75 @@ kernel_handle_bus_lock_never_called() { # (sim)
 	"$BUSLOCK" -o -n 50 > /dev/null || fail "buslock failed"
 	"$STEPCHECK" > /dev/null # positive control: plain steps reach send_sigtrap
 	echo 0 > $tracing/events/amd_sld_test/enable
-	calls=$(awk '$1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
-	control=$(awk '$1 == "amd_sld_test/send_sigtrap" { print $2 }' $tracing/kprobe_profile)
+	calls=$(awk '$1 == "handle_bus_lock" || $1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
+	control=$(awk '$1 == "send_sigtrap" || $1 == "amd_sld_test/send_sigtrap" { print $2 }' $tracing/kprobe_profile)
 	echo '-:amd_sld_test/handle_bus_lock' >> $tracing/kprobe_events
 	echo '-:amd_sld_test/send_sigtrap' >> $tracing/kprobe_events
 	echo "kprobe hits: handle_bus_lock $calls, send_sigtrap (control) $control"
 	[ "${control:-0}" -gt 0 ] || fail "the probe saw no send_sigtrap: the test cannot see calls"
 	expect_eq "kernel handle_bus_lock calls for 50 traps" "$calls" 0
 	expect_eq "bus_locks" "$(counter bus_locks)" 50
+	unload
+}
+
+EVENT_RE='^seq=[0-9]+ ms=[0-9]+ cpu=[0-9]+ pid=[0-9]+ tid=[0-9]+ comm=[!-~]+ source=(bld|pmu) guest=[01] ip=0x[0-9a-f]+ count=[0-9]+ action=(none|warn|kill|throttle)$'
+TOP_RE='^pid=[0-9]+ comm=[!-~]+ bus_locks=[0-9]+ guest=[01] first_ms=[0-9]+ last_ms=[0-9]+$'
+
+event_record_format_and_attribution() { # (sim)
+	load_sim
+	expect_eq "events before any bus lock" "$(cat $SYS/events)" ""
+	out=$("$BUSLOCK" -o -n 5) || fail "buslock failed: $out"
+	pid=$(field pid "$out")
+	set_policy fatal
+	"$BUSLOCK" -o -n 1 > /tmp/out 2>&1
+	set_policy warn
+	out=$("$BUSLOCK" -o -n 3) || fail "buslock failed: $out"
+	pid3=$(field pid "$out")
+	cat $SYS/events > /tmp/events
+	sed 's/^/  /' /tmp/events
+	expect_eq "event lines" "$(wc -l < /tmp/events)" 9
+	bad=$(grep -cvE "$EVENT_RE" /tmp/events)
+	expect_eq "lines not in the documented format" "$bad" 0
+	expect_eq "seq numbers" "$(sed 's/^seq=\([0-9]*\) .*/\1/' /tmp/events | tr '\n' ' ')" "0 1 2 3 4 5 6 7 8 "
+	expect_eq "first offender's events" "$(grep -c " pid=$pid tid=$pid comm=buslock source=bld guest=0 .* count=1 action=warn" /tmp/events)" 5
+	expect_eq "killed event" "$(grep -c ' action=kill$' /tmp/events)" 1
+	expect_eq "third offender's events" "$(grep -c " pid=$pid3 .*action=warn" /tmp/events)" 3
+	cat $SYS/top > /tmp/top
+	sed 's/^/  /' /tmp/top
+	expect_eq "top lines" "$(wc -l < /tmp/top)" 3
+	expect_eq "top lines in the documented format" "$(grep -cE "$TOP_RE" /tmp/top)" 3
+	expect_eq "top first line" "$(head -n 1 /tmp/top | cut -d' ' -f1-3)" "pid=$pid comm=buslock bus_locks=5"
+	expect_eq "dropped" "$(counter dropped)" 0
+	for f in events top; do
+		mode=$(stat -c %a "$SYS/$f")
+		expect_eq "mode of $f (names processes: root only)" "$mode" 400
+	done
+	unload
+}
+
+event_record_bound_and_loss_counted_under_storm() { # (sim)
+	load_sim
+	"$BUSLOCK" -o -n 0 -t 3000 -p 4 > /tmp/storm.out || fail "buslock failed: $(cat /tmp/storm.out)"
+	cat $SYS/events > /tmp/events
+	total=$(counter bus_locks)
+	dropped=$(counter dropped)
+	echo "storm: $total bus locks from 4 processes on $(nproc) CPUs, dropped=$dropped"
+	lines=$(wc -l < /tmp/events)
+	[ "$lines" -ge 1 ] && [ "$lines" -le 32 ] || fail "events holds $lines lines, expected 1..32"
+	expect_eq "lines not in the documented format" "$(grep -cvE "$EVENT_RE" /tmp/events)" 0
+	last=-1
+	for seq in $(sed 's/^seq=\([0-9]*\) .*/\1/' /tmp/events); do
+		[ "$seq" -gt "$last" ] || fail "seq $seq after $last: not increasing"
+		last=$seq
+	done
+	# Every bus lock got a sequence number; the newest one was recorded unless dropped.
+	[ "$last" -le $((total - 1)) ] && [ "$last" -ge $((total - 1 - dropped)) ] ||
+		fail "newest seq $last does not fit $total bus locks with $dropped dropped"
+	# Each trap is added to top or counted as dropped: nothing is lost silently.
+	top_sum=$(sed 's/.* bus_locks=\([0-9]*\) .*/\1/' $SYS/top | paste -sd+ | bc)
+	[ "$top_sum" -le "$total" ] && [ $((top_sum + dropped)) -ge "$total" ] ||
+		fail "top sums to $top_sum of $total bus locks with only $dropped dropped"
+	expect_eq "processes in top" "$(wc -l < $SYS/top)" 4
 	unload
 }
 
@@ -387,6 +452,7 @@ fatal_kills_only_the_offender fatal_cannot_be_blocked_or_ignored ratelimit_10_on
 ratelimit_10_three_processes ratelimit_100_one_process ratelimit_100_three_processes
 off_disarms_and_keeps_counters policy_switches_while_events_flow cpu_offline_online_while_loaded
 counters_equal_events single_step_and_ptrace_unchanged kernel_handle_bus_lock_never_called
+event_record_format_and_attribution event_record_bound_and_loss_counted_under_storm
 debugctl_rmw_preserves_other_bits arming_failure_is_all_or_nothing refuses_without_bus_lock_detect
 default_build_has_no_simulation real_hardware_bus_lock_trap"
 

@@ -12,7 +12,8 @@
  * core of a real host, so it is refused unless the CPU is QEMU's TCG emulator (where atomics
  * are emulated) or AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1 is set.
  *
- * Prints one line: events=N sigtrap=N sigbus=N elapsed_ms=N, summed over its processes.
+ * Prints one line: events=N sigtrap=N sigbus=N elapsed_ms=N pid=N, summed over its processes
+ * (pid is the first process's); with -p, first a line "processI pid=N events=N" for each.
  */
 #define _GNU_SOURCE
 #include <cpuid.h>
@@ -36,6 +37,7 @@
 
 struct tally {
 	unsigned long long events, sigtrap, sigbus;
+	pid_t pid;
 };
 
 static volatile sig_atomic_t sigtrap_count, sigbus_count;
@@ -130,6 +132,7 @@ static struct tally run(int *operand, int split, unsigned long long count,
 	}
 	t.sigtrap = sigtrap_count;
 	t.sigbus = sigbus_count;
+	t.pid = getpid();
 	return t;
 }
 
@@ -235,13 +238,13 @@ int main(int argc, char **argv)
 				total.events += t.events;
 				total.sigtrap += t.sigtrap;
 				total.sigbus += t.sigbus;
-				printf("process%d events=%llu\n", i, t.events);
+				printf("process%d pid=%d events=%llu\n", i, (int)t.pid, t.events);
 			}
 			wait(&status);
 		}
 	}
-	if (asprintf(&line, "events=%llu sigtrap=%llu sigbus=%llu elapsed_ms=%llu", total.events,
-		     total.sigtrap, total.sigbus, now_ms() - start) < 0)
+	if (asprintf(&line, "events=%llu sigtrap=%llu sigbus=%llu elapsed_ms=%llu pid=%d", total.events,
+		     total.sigtrap, total.sigbus, now_ms() - start, (int)getpid()) < 0)
 		return 2;
 	puts(line);
 	return 0;

@@ -21,12 +21,16 @@ pub mod cpulist;
 pub mod dr6;
 #[path = "../logic/src/escape.rs"]
 pub mod escape;
+#[path = "../logic/src/eventlog.rs"]
+pub mod eventlog;
 #[path = "../logic/src/fmtbuf.rs"]
 pub mod fmtbuf;
 #[path = "../logic/src/policy.rs"]
 pub mod policy;
 #[path = "../logic/src/ratelimit.rs"]
 pub mod ratelimit;
+#[path = "../logic/src/record.rs"]
+pub mod record;
 #[path = "../logic/src/x86.rs"]
 pub mod x86;
 
@@ -35,6 +39,7 @@ mod arming;
 mod control;
 mod ffi;
 mod hw;
+mod report;
 #[cfg(amd_sld_sim)]
 mod sim;
 mod stats;
@@ -97,7 +102,11 @@ impl kernel::Module for AmdSld {
             "loaded: split_lock_detect={}, bus-lock detection armed on CPUs {}{}\n",
             control::policy(),
             CpuList(arming::armed_cpus),
-            if cfg!(amd_sld_sim) { " (SIMULATED hardware: test build)" } else { "" }
+            if cfg!(amd_sld_sim) {
+                " (SIMULATED hardware: test build)"
+            } else {
+                ""
+            }
         );
         Ok(AmdSld {
             module,

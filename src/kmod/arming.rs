@@ -56,7 +56,11 @@ fn arm(cpu: u32) -> Result {
         return Err(code::EBUSY);
     }
     if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 {
-        pr_err!("CPU {}: DEBUGCTL ignored the write of bit 2 (read back {:#x})\n", cpu, update.after);
+        pr_err!(
+            "CPU {}: DEBUGCTL ignored the write of bit 2 (read back {:#x})\n",
+            cpu,
+            update.after
+        );
         return Err(code::EIO);
     }
     slot.found_armed.store(found_armed, Ordering::Relaxed);
@@ -78,7 +82,11 @@ fn disarm(cpu: u32) {
         Ok(update) if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 => {
             slot.restored.store(true, Ordering::Relaxed);
         }
-        Ok(update) => pr_err!("CPU {}: DEBUGCTL bit 2 stuck set (read back {:#x})\n", cpu, update.after),
+        Ok(update) => pr_err!(
+            "CPU {}: DEBUGCTL bit 2 stuck set (read back {:#x})\n",
+            cpu,
+            update.after
+        ),
         Err(_) => pr_err!("CPU {}: cannot access DEBUGCTL to disarm it\n", cpu),
     }
 }
@@ -110,7 +118,9 @@ pub(crate) fn on_cpu_offline(cpu: u32) {
 pub(crate) fn arm_online(cpus: &CpusReadLocked) -> Result {
     for cpu in cpus.online() {
         if let Err(error) = arm(cpu) {
-            cpus.online().take_while(|&done| done != cpu).for_each(disarm);
+            cpus.online()
+                .take_while(|&done| done != cpu)
+                .for_each(disarm);
             return Err(error);
         }
     }

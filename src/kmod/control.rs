@@ -78,7 +78,11 @@ fn set(policy: Policy) {
 /// old policy: a change is all or nothing.
 pub(crate) fn store(input: &[u8]) -> Result {
     let new = Policy::parse(input).map_err(|error| {
-        pr_err!("invalid split_lock_detect '{}': {}\n", Escaped(input), error);
+        pr_err!(
+            "invalid split_lock_detect '{}': {}\n",
+            Escaped(input),
+            error
+        );
         code::EINVAL
     })?;
     match phase() {

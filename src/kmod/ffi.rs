@@ -9,9 +9,9 @@
 //! forwarding functions of `glue.c` for kernel static inlines and macros.
 
 use core::cell::UnsafeCell;
-use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
+use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 
 use kernel::alloc::{flags, KBox};
 use kernel::bindings;
@@ -26,18 +26,13 @@ extern "C" {
     fn register_die_notifier(block: *mut bindings::notifier_block) -> c_int;
     fn unregister_die_notifier(block: *mut bindings::notifier_block) -> c_int;
     // `task_struct` trips `improper_ctypes` (a zero-sized member): pass it untyped.
-    fn task_work_add(
-        task: *mut c_void,
-        work: *mut bindings::callback_head,
-        mode: c_uint,
-    ) -> c_int;
+    fn task_work_add(task: *mut c_void, work: *mut bindings::callback_head, mode: c_uint) -> c_int;
 }
 
 // Forwarders to kernel static inlines and macros, in glue.c.
 extern "C" {
     fn amd_sld_rdmsrl_safe(msr: u32, value: *mut u64) -> c_int;
     fn amd_sld_wrmsrl_safe(msr: u32, value: u64) -> c_int;
-    #[cfg(amd_sld_sim)]
     fn amd_sld_this_cpu() -> c_uint;
     fn amd_sld_fatal_signal_pending() -> bool;
     fn amd_sld_synchronize_rcu_tasks();
@@ -169,9 +164,8 @@ pub(crate) fn boot_cpu_identity() -> (u8, u32) {
     }
 }
 
-#[cfg(amd_sld_sim)]
 /// The CPU this code runs on. Only meaningful where the caller cannot migrate (the #DB
-/// notifier runs with interrupts off).
+/// notifier and the PMU overflow handler run with interrupts off).
 pub(crate) fn this_cpu() -> u32 {
     // SAFETY: reading the per-CPU CPU number has no preconditions.
     unsafe { amd_sld_this_cpu() }
@@ -216,7 +210,8 @@ fn cpu_is_online(cpu: u32) -> bool {
     let word = (cpu / bits) as usize;
     // SAFETY: `__cpu_online_mask` is a static bitmap of `NR_CPUS` bits and `cpu` is below
     // `nr_cpu_ids <= NR_CPUS`; a racy read is what `cpu_online()` does too.
-    let value = unsafe { ptr::read_volatile(ptr::addr_of!(bindings::__cpu_online_mask.bits[word])) };
+    let value =
+        unsafe { ptr::read_volatile(ptr::addr_of!(bindings::__cpu_online_mask.bits[word])) };
     value & (1 << (cpu % bits)) != 0
 }
 
@@ -592,7 +587,7 @@ const fn stat_attribute<const I: usize>() -> KernelOwned<bindings::kobj_attribut
     KernelOwned::new(bindings::kobj_attribute {
         attr: bindings::attribute {
             name: crate::stats::Stat::ALL[I].name().as_char_ptr(),
-            mode: 0o444,
+            mode: crate::stats::Stat::ALL[I].mode(),
             // SAFETY: the remaining fields (lockdep keys) are valid when zeroed, as for
             // every statically allocated attribute.
             ..unsafe { core::mem::zeroed() }
@@ -619,34 +614,27 @@ unsafe extern "C" fn show_stat<const I: usize>(
     }
 }
 
-static STAT_ATTRIBUTES: [KernelOwned<bindings::kobj_attribute>; crate::stats::Stat::ALL.len()] = [
-    stat_attribute::<0>(),
-    stat_attribute::<1>(),
-    stat_attribute::<2>(),
-    stat_attribute::<3>(),
-    stat_attribute::<4>(),
-    stat_attribute::<5>(),
-];
+/// The attributes of every `crate::stats::Stat`, and the NULL-terminated list of them that
+/// the group takes: `kobj_attribute` starts with its `attribute`, so a pointer to one is a
+/// pointer to the other. The array types fail to compile if an index is missing.
+macro_rules! stat_attributes {
+    ($($index:literal)*) => {
+        static STAT_ATTRIBUTES: [KernelOwned<bindings::kobj_attribute>; crate::stats::Stat::ALL.len()] =
+            [$(stat_attribute::<$index>(),)*];
+        static STAT_ATTRIBUTE_LIST: KernelOwned<[*mut bindings::attribute; crate::stats::Stat::ALL.len() + 1]> =
+            KernelOwned::new([$(STAT_ATTRIBUTES[$index].get().cast(),)* ptr::null_mut()]);
+    };
+}
 
-/// The NULL-terminated attribute list of the group: `kobj_attribute` starts with its
-/// `attribute`, so a pointer to one is a pointer to the other.
-static STAT_ATTRIBUTE_LIST: KernelOwned<[*mut bindings::attribute; crate::stats::Stat::ALL.len() + 1]> =
-    KernelOwned::new([
-        STAT_ATTRIBUTES[0].get().cast(),
-        STAT_ATTRIBUTES[1].get().cast(),
-        STAT_ATTRIBUTES[2].get().cast(),
-        STAT_ATTRIBUTES[3].get().cast(),
-        STAT_ATTRIBUTES[4].get().cast(),
-        STAT_ATTRIBUTES[5].get().cast(),
-        ptr::null_mut(),
-    ]);
+stat_attributes!(0 1 2 3 4 5 6 7 8);
 
-static STAT_GROUP: KernelOwned<bindings::attribute_group> = KernelOwned::new(bindings::attribute_group {
-    attrs: STAT_ATTRIBUTE_LIST.get().cast(),
-    // SAFETY: a group with no name, no visibility callbacks and no binary attributes is
-    // the all-zero value apart from `attrs`.
-    ..unsafe { core::mem::zeroed() }
-});
+static STAT_GROUP: KernelOwned<bindings::attribute_group> =
+    KernelOwned::new(bindings::attribute_group {
+        attrs: STAT_ATTRIBUTE_LIST.get().cast(),
+        // SAFETY: a group with no name, no visibility callbacks and no binary attributes is
+        // the all-zero value apart from `attrs`.
+        ..unsafe { core::mem::zeroed() }
+    });
 
 /// The directory `/sys/kernel/amd_sld` with one file per `crate::stats::Stat`.
 ///
@@ -666,7 +654,8 @@ impl SysfsDir {
     /// Creates the directory and its files.
     pub(crate) fn create(name: &'static CStr) -> Result<Self> {
         // SAFETY: `name` is a static C string; `kernel_kobj` is /sys/kernel, alive forever.
-        let kobj = unsafe { bindings::kobject_create_and_add(name.as_char_ptr(), bindings::kernel_kobj) };
+        let kobj =
+            unsafe { bindings::kobject_create_and_add(name.as_char_ptr(), bindings::kernel_kobj) };
         let kobj = NonNull::new(kobj).ok_or(code::ENOMEM)?;
         let dir = SysfsDir { kobj };
         // SAFETY: `kobj` is live; the group and its attributes are statics.

@@ -69,7 +69,11 @@ pub(crate) fn debugfs() -> DebugfsDir {
     let dir = DebugfsDir::create(c_str!("amd_sld"));
     dir.u32_file(c_str!("sim_tgid"), &SIM_TGID);
     dir.u32_file(c_str!("sim_ignore_writes"), &SIM_IGNORE_WRITES);
-    for (cpu, shadow) in SHADOW.iter().enumerate().take(crate::ffi::nr_cpu_ids() as usize) {
+    for (cpu, shadow) in SHADOW
+        .iter()
+        .enumerate()
+        .take(crate::ffi::nr_cpu_ids() as usize)
+    {
         let mut name = [0u8; 24];
         let mut out = SliceWriter::new(&mut name);
         if write!(out, "debugctl_cpu{cpu}").is_err() {

@@ -57,17 +57,23 @@ pub(crate) enum Stat {
     Throttled,
     ThrottledMs,
     ArmedCpus,
+    Dropped,
+    Events,
+    Top,
 }
 
 impl Stat {
     /// Every file, in the order of the sysfs attribute table.
-    pub(crate) const ALL: [Stat; 6] = [
+    pub(crate) const ALL: [Stat; 9] = [
         Stat::BusLocks,
         Stat::Warned,
         Stat::Killed,
         Stat::Throttled,
         Stat::ThrottledMs,
         Stat::ArmedCpus,
+        Stat::Dropped,
+        Stat::Events,
+        Stat::Top,
     ];
 
     /// The file name.
@@ -79,6 +85,17 @@ impl Stat {
             Stat::Throttled => c_str!("throttled"),
             Stat::ThrottledMs => c_str!("throttled_ms"),
             Stat::ArmedCpus => c_str!("armed_cpus"),
+            Stat::Dropped => c_str!("dropped"),
+            Stat::Events => c_str!("events"),
+            Stat::Top => c_str!("top"),
+        }
+    }
+
+    /// The file mode: counters are world-readable; the records name processes, root only.
+    pub(crate) const fn mode(self) -> u16 {
+        match self {
+            Stat::Events | Stat::Top => 0o400,
+            _ => 0o444,
         }
     }
 
@@ -93,6 +110,20 @@ impl Stat {
             Stat::ArmedCpus => {
                 crate::cpulist::write(out, crate::arming::armed_cpus())?;
                 return out.write_char('\n');
+            }
+            Stat::Dropped => return writeln!(out, "{}", crate::report::dropped()),
+            Stat::Events => {
+                let room = out.room();
+                return crate::report::EVENTS.write_lines(out, room);
+            }
+            Stat::Top => {
+                let mut result = Ok(());
+                crate::report::TOP.for_each(|offender| {
+                    if result.is_ok() {
+                        result = writeln!(out, "{offender}");
+                    }
+                });
+                return result;
             }
         };
         writeln!(out, "{}", counter.get())

@@ -13,6 +13,8 @@ use crate::escape::{until_nul, Escaped};
 use crate::ffi::{self, DebugTrap};
 use crate::policy::Policy;
 use crate::ratelimit::{RateLimiter, Verdict};
+use crate::record::{Action, Source};
+use crate::report::{self, Sighting};
 use crate::stats;
 
 /// The log's own limit, that of `pr_warn_ratelimited()`: 10 lines per 5 s
@@ -30,26 +32,40 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
     }
     stats::BUS_LOCKS.inc();
     let user_ip = trap.user_ip();
-    match control::policy() {
-        Policy::Off => {}
-        Policy::Warn => warn(user_ip),
+    let action = match control::policy() {
+        Policy::Off => Action::None,
+        Policy::Warn => {
+            warn(user_ip);
+            Action::Warn
+        }
         Policy::Fatal => {
             stats::KILLED.inc();
             log(user_ip, ", sending SIGBUS");
             ffi::force_sigbus_current();
+            Action::Kill
         }
         Policy::Ratelimit(_) => {
             if THROTTLE.check(ffi::now_ms()).passed() {
                 warn(user_ip);
+                Action::Warn
             } else if ffi::defer_to_user_return(user_ip).is_ok() {
                 stats::THROTTLED.inc();
+                Action::Throttle
             } else {
                 // No memory for the work item, or the task is exiting: it cannot be made
                 // to sleep, but it is still reported.
                 warn(user_ip);
+                Action::Warn
             }
         }
-    }
+    };
+    let sighting = Sighting {
+        source: Source::Bld,
+        guest: false,
+        ip: user_ip,
+        count: 1,
+    };
+    report::record_current(&sighting, action);
 }
 
 /// The `warn` action, also taken by `ratelimit` once a task is under budget.

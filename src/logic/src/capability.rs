@@ -91,15 +91,27 @@ mod tests {
 
     #[test]
     fn each_missing_fact_has_its_own_refusal() {
-        let intel = Facts { amd: false, ..ZEN5_ON_612 };
+        let intel = Facts {
+            amd: false,
+            ..ZEN5_ON_612
+        };
         assert_eq!(check(&intel), Err(Refusal::NotAmd));
-        let zen4 = Facts { bus_lock_detect: false, ..ZEN5_ON_612 };
+        let zen4 = Facts {
+            bus_lock_detect: false,
+            ..ZEN5_ON_612
+        };
         assert_eq!(check(&zen4), Err(Refusal::NoBusLockDetect));
-        let new_kernel = Facts { kernel_arms_amd_bus_lock: true, ..ZEN5_ON_612 };
+        let new_kernel = Facts {
+            kernel_arms_amd_bus_lock: true,
+            ..ZEN5_ON_612
+        };
         assert_eq!(check(&new_kernel), Err(Refusal::KernelHandlesIt));
         // A new kernel on Zen 4 still says the kernel handles it: upgrading the CPU would
         // not make amd_sld useful there.
-        let both = Facts { bus_lock_detect: false, ..new_kernel };
+        let both = Facts {
+            bus_lock_detect: false,
+            ..new_kernel
+        };
         assert_eq!(check(&both), Err(Refusal::KernelHandlesIt));
     }
 

@@ -46,7 +46,10 @@ mod tests {
     fn escapes_control_and_high_bytes_and_truncates() {
         assert_eq!(format!("{}", Escaped(b"warn\n")), "warn\\x0a");
         assert_eq!(format!("{}", Escaped(&[0xff, b'a', b'\\'])), "\\xffa\\\\");
-        assert_eq!(format!("{}", Escaped(&[b'x'; 40])), format!("{}...", "x".repeat(32)));
+        assert_eq!(
+            format!("{}", Escaped(&[b'x'; 40])),
+            format!("{}...", "x".repeat(32))
+        );
     }
 
     #[test]

@@ -20,6 +20,11 @@ impl<'a> SliceWriter<'a> {
         self.len
     }
 
+    /// Bytes that can still be written.
+    pub fn room(&self) -> usize {
+        self.buffer.len() - self.len
+    }
+
     /// Whether nothing was written yet.
     pub fn is_empty(&self) -> bool {
         self.len == 0
@@ -47,7 +52,7 @@ mod tests {
         let mut out = SliceWriter::new(&mut buffer);
         assert!(out.is_empty());
         write!(out, "{}", 1234).unwrap();
-        assert_eq!(out.len(), 4);
+        assert_eq!((out.len(), out.room()), (4, 4));
         assert!(out.write_str("56789").is_err());
         assert_eq!(out.len(), 4);
         out.write_str("5678").unwrap();

@@ -86,7 +86,10 @@ impl fmt::Display for ParseError {
             ParseError::MissingRate => f.write_str("ratelimit: needs a rate, e.g. ratelimit:10"),
             ParseError::RateNotANumber => f.write_str("the rate must be decimal digits only"),
             ParseError::RateOutOfRange => {
-                write!(f, "the rate must be {RATELIMIT_MIN} to {RATELIMIT_MAX} bus locks/s")
+                write!(
+                    f,
+                    "the rate must be {RATELIMIT_MIN} to {RATELIMIT_MAX} bus locks/s"
+                )
             }
         }
     }

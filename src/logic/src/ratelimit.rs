@@ -90,8 +90,8 @@ impl RateLimiter {
             } else {
                 let start_ms = (current >> COUNT_BITS).wrapping_sub(1);
                 let count = current & COUNT_MASK;
-                let expired = now_ms.wrapping_sub(start_ms) >= self.interval_ms
-                    && now_ms >= start_ms;
+                let expired =
+                    now_ms.wrapping_sub(start_ms) >= self.interval_ms && now_ms >= start_ms;
                 if expired {
                     (stamp | 1, true)
                 } else if count < burst {

@@ -1,0 +1,458 @@
+//! The line formats of `/sys/kernel/amd_sld/events` and `/sys/kernel/amd_sld/top`.
+//!
+//! The kernel module formats with [`Event`]'s and [`Offender`]'s `Display`; the `amd-sld`
+//! CLI parses with [`Event::parse`] and [`Offender::parse`]. Both sides use this one file, so
+//! the format cannot drift. A line is space-separated `key=value` tokens in a fixed order;
+//! `comm` is escaped so that it never holds a space, a backslash or a non-printable byte.
+//! Parsers ignore keys they do not know, so that a later module may append keys.
+
+use core::fmt;
+
+/// `TASK_COMM_LEN`: the longest task name, terminating NUL included.
+pub const COMM_LEN: usize = 16;
+
+/// Where a bus lock was seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// The Bus Lock Detect #DB trap (Zen 5 and later).
+    Bld,
+    /// The `ls_locks.bus_lock` PMU event (Zen 2 and later, guests included).
+    Pmu,
+}
+
+impl Source {
+    /// The word used in records, parameters and `/sys/kernel/amd_sld/source`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Source::Bld => "bld",
+            Source::Pmu => "pmu",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Source> {
+        match word {
+            "bld" => Some(Source::Bld),
+            "pmu" => Some(Source::Pmu),
+            _ => None,
+        }
+    }
+}
+
+/// What amd_sld did about a record's bus locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Counted only (policy `off` while a counter still ran, or a kernel-mode bus lock).
+    None,
+    /// Logged (policy `warn`, or `ratelimit:N` within budget).
+    Warn,
+    /// SIGBUS sent (policy `fatal`).
+    Kill,
+    /// The task was made to sleep (policy `ratelimit:N`, over budget).
+    Throttle,
+}
+
+impl Action {
+    /// The word used in records.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Action::None => "none",
+            Action::Warn => "warn",
+            Action::Kill => "kill",
+            Action::Throttle => "throttle",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Action> {
+        match word {
+            "none" => Some(Action::None),
+            "warn" => Some(Action::Warn),
+            "kill" => Some(Action::Kill),
+            "throttle" => Some(Action::Throttle),
+            _ => None,
+        }
+    }
+}
+
+/// A task name as the kernel keeps it: up to 15 bytes, NUL-padded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Comm(pub [u8; COMM_LEN]);
+
+impl Comm {
+    /// The name from a byte string, cut at the first NUL and at 15 bytes.
+    pub fn new(name: &[u8]) -> Comm {
+        let mut comm = [0u8; COMM_LEN];
+        for (slot, &byte) in comm
+            .iter_mut()
+            .zip(name.iter().take_while(|&&b| b != 0))
+            .take(COMM_LEN - 1)
+        {
+            *slot = byte;
+        }
+        Comm(comm)
+    }
+
+    /// The name's bytes, without padding.
+    pub fn as_bytes(&self) -> &[u8] {
+        crate::escape::until_nul(&self.0)
+    }
+
+    fn parse(text: &str) -> Option<Comm> {
+        let mut out = [0u8; COMM_LEN];
+        let mut len = 0;
+        let mut bytes = text.bytes();
+        while let Some(byte) = bytes.next() {
+            let value = if byte == b'\\' {
+                if bytes.next()? != b'x' {
+                    return None;
+                }
+                let high = hex_digit(bytes.next()?)?;
+                let low = hex_digit(bytes.next()?)?;
+                high << 4 | low
+            } else {
+                byte
+            };
+            if value == 0 || len == COMM_LEN - 1 {
+                return None;
+            }
+            out[len] = value;
+            len += 1;
+        }
+        Some(Comm(out))
+    }
+}
+
+impl fmt::Display for Comm {
+    /// Printable ASCII but space and backslash as is, everything else as `\xNN`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for &byte in self.as_bytes() {
+            if byte.is_ascii_graphic() && byte != b'\\' {
+                write!(f, "{}", char::from(byte))?;
+            } else {
+                write!(f, "\\x{byte:02x}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn hex_digit(byte: u8) -> Option<u8> {
+    char::from(byte).to_digit(16).map(|d| d as u8)
+}
+
+/// One line of `/sys/kernel/amd_sld/events`: bus locks attributed to one task at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Position in the record since load, from 0; a gap between two lines read means the
+    /// records in between were overwritten before they were read.
+    pub seq: u64,
+    /// `CLOCK_MONOTONIC` time of the bus lock, in milliseconds.
+    pub ms: u64,
+    /// The CPU that saw it.
+    pub cpu: u32,
+    /// Thread-group ID (the process) of the task.
+    pub pid: i32,
+    /// Thread ID of the task.
+    pub tid: i32,
+    /// The task's name.
+    pub comm: Comm,
+    /// The detector that saw it.
+    pub source: Source,
+    /// The task was running a KVM guest (its vCPU thread was in guest mode).
+    pub guest: bool,
+    /// Instruction pointer: the user IP after the locked instruction (trap), the sampled
+    /// IP (PMU; the guest RIP where perf provides it), or 0 where none is known.
+    pub ip: u64,
+    /// Bus locks this record stands for: 1 for a trap, the sample period for the PMU.
+    pub count: u64,
+    /// What amd_sld did.
+    pub action: Action,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "seq={} ms={} cpu={} pid={} tid={} comm={} source={} guest={} ip={:#x} count={} action={}",
+            self.seq,
+            self.ms,
+            self.cpu,
+            self.pid,
+            self.tid,
+            self.comm,
+            self.source.as_str(),
+            u8::from(self.guest),
+            self.ip,
+            self.count,
+            self.action.as_str()
+        )
+    }
+}
+
+/// Why a record line was rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadRecord;
+
+impl fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("malformed amd_sld record")
+    }
+}
+
+/// Splits a record line into `key=value` pairs.
+fn fields(line: &str) -> impl Iterator<Item = Result<(&str, &str), BadRecord>> {
+    line.trim_end_matches('\n')
+        .split(' ')
+        .map(|token| token.split_once('=').ok_or(BadRecord))
+}
+
+fn number<T: core::str::FromStr>(text: &str) -> Result<T, BadRecord> {
+    text.parse().map_err(|_| BadRecord)
+}
+
+fn flag(text: &str) -> Result<bool, BadRecord> {
+    match text {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(BadRecord),
+    }
+}
+
+fn hex(text: &str) -> Result<u64, BadRecord> {
+    let digits = text.strip_prefix("0x").ok_or(BadRecord)?;
+    u64::from_str_radix(digits, 16).map_err(|_| BadRecord)
+}
+
+/// Takes a required field out of an `Option`.
+fn required<T>(value: Option<T>) -> Result<T, BadRecord> {
+    value.ok_or(BadRecord)
+}
+
+impl Event {
+    /// Parses one line of the `events` file; unknown keys are ignored, missing ones are not.
+    pub fn parse(line: &str) -> Result<Event, BadRecord> {
+        let (mut seq, mut ms, mut cpu, mut pid, mut tid, mut comm) =
+            (None, None, None, None, None, None);
+        let (mut source, mut guest, mut ip, mut count, mut action) = (None, None, None, None, None);
+        for field in fields(line) {
+            let (key, value) = field?;
+            match key {
+                "seq" => seq = Some(number(value)?),
+                "ms" => ms = Some(number(value)?),
+                "cpu" => cpu = Some(number(value)?),
+                "pid" => pid = Some(number(value)?),
+                "tid" => tid = Some(number(value)?),
+                "comm" => comm = Some(Comm::parse(value).ok_or(BadRecord)?),
+                "source" => source = Some(Source::from_word(value).ok_or(BadRecord)?),
+                "guest" => guest = Some(flag(value)?),
+                "ip" => ip = Some(hex(value)?),
+                "count" => count = Some(number(value)?),
+                "action" => action = Some(Action::from_word(value).ok_or(BadRecord)?),
+                _ => {}
+            }
+        }
+        Ok(Event {
+            seq: required(seq)?,
+            ms: required(ms)?,
+            cpu: required(cpu)?,
+            pid: required(pid)?,
+            tid: required(tid)?,
+            comm: required(comm)?,
+            source: required(source)?,
+            guest: required(guest)?,
+            ip: required(ip)?,
+            count: required(count)?,
+            action: required(action)?,
+        })
+    }
+}
+
+/// One line of `/sys/kernel/amd_sld/top`: a process's bus locks since it was first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offender {
+    /// Thread-group ID.
+    pub pid: i32,
+    /// The name of the task last seen.
+    pub comm: Comm,
+    /// Bus locks attributed to it.
+    pub bus_locks: u64,
+    /// Some of them were taken in guest mode (a VM's vCPU thread).
+    pub guest: bool,
+    /// `CLOCK_MONOTONIC` ms of the first bus lock recorded for it.
+    pub first_ms: u64,
+    /// `CLOCK_MONOTONIC` ms of the last.
+    pub last_ms: u64,
+}
+
+impl fmt::Display for Offender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pid={} comm={} bus_locks={} guest={} first_ms={} last_ms={}",
+            self.pid,
+            self.comm,
+            self.bus_locks,
+            u8::from(self.guest),
+            self.first_ms,
+            self.last_ms
+        )
+    }
+}
+
+impl Offender {
+    /// Parses one line of the `top` file; unknown keys are ignored, missing ones are not.
+    pub fn parse(line: &str) -> Result<Offender, BadRecord> {
+        let (mut pid, mut comm, mut bus_locks) = (None, None, None);
+        let (mut guest, mut first_ms, mut last_ms) = (None, None, None);
+        for field in fields(line) {
+            let (key, value) = field?;
+            match key {
+                "pid" => pid = Some(number(value)?),
+                "comm" => comm = Some(Comm::parse(value).ok_or(BadRecord)?),
+                "bus_locks" => bus_locks = Some(number(value)?),
+                "guest" => guest = Some(flag(value)?),
+                "first_ms" => first_ms = Some(number(value)?),
+                "last_ms" => last_ms = Some(number(value)?),
+                _ => {}
+            }
+        }
+        Ok(Offender {
+            pid: required(pid)?,
+            comm: required(comm)?,
+            bus_locks: required(bus_locks)?,
+            guest: required(guest)?,
+            first_ms: required(first_ms)?,
+            last_ms: required(last_ms)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use proptest::prelude::*;
+    use std::format;
+
+    fn event() -> Event {
+        Event {
+            seq: 7,
+            ms: 123_456,
+            cpu: 2,
+            pid: 345,
+            tid: 346,
+            comm: Comm::new(b"python3"),
+            source: Source::Bld,
+            guest: false,
+            ip: 0x40_1234,
+            count: 1,
+            action: Action::Warn,
+        }
+    }
+
+    #[test]
+    fn event_line_is_stable() {
+        assert_eq!(
+            format!("{}", event()),
+            "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn"
+        );
+    }
+
+    #[test]
+    fn offender_line_is_stable() {
+        let offender = Offender {
+            pid: 9,
+            comm: Comm::new(b"qemu-system-x86"),
+            bus_locks: 100_000,
+            guest: true,
+            first_ms: 5,
+            last_ms: 10,
+        };
+        let line = format!("{offender}");
+        assert_eq!(
+            line,
+            "pid=9 comm=qemu-system-x86 bus_locks=100000 guest=1 first_ms=5 last_ms=10"
+        );
+        assert_eq!(Offender::parse(&line), Ok(offender));
+    }
+
+    #[test]
+    fn comm_escapes_what_would_break_the_line() {
+        assert_eq!(
+            format!("{}", Comm::new(b"a b\\c\n\xff")),
+            "a\\x20b\\x5cc\\x0a\\xff"
+        );
+        assert_eq!(
+            Comm::new(b"0123456789abcdefgh").as_bytes(),
+            b"0123456789abcde"
+        );
+        assert_eq!(Comm::new(b"ab\0cd").as_bytes(), b"ab");
+    }
+
+    #[test]
+    fn parsers_ignore_unknown_keys_and_reject_missing_or_bad_ones() {
+        let line = format!("{} future=1\n", event());
+        assert_eq!(Event::parse(&line), Ok(event()));
+        assert_eq!(Event::parse("seq=1 ms=2"), Err(BadRecord));
+        let bad = format!("{}", event()).replace("guest=0", "guest=2");
+        assert_eq!(Event::parse(&bad), Err(BadRecord));
+        let bad = format!("{}", event()).replace("ip=0x", "ip=");
+        assert_eq!(Event::parse(&bad), Err(BadRecord));
+        assert_eq!(Event::parse(""), Err(BadRecord));
+        assert_eq!(
+            Offender::parse("pid=1 comm=\\x00 bus_locks=1 guest=0 first_ms=1 last_ms=1"),
+            Err(BadRecord)
+        );
+    }
+
+    fn any_event() -> impl Strategy<Value = Event> {
+        (
+            (
+                any::<u64>(),
+                any::<u64>(),
+                any::<u32>(),
+                any::<i32>(),
+                any::<i32>(),
+            ),
+            proptest::collection::vec(1u8..=255, 0..20),
+            (
+                any::<bool>(),
+                any::<bool>(),
+                any::<u64>(),
+                any::<u64>(),
+                0u8..4,
+            ),
+        )
+            .prop_map(
+                |((seq, ms, cpu, pid, tid), name, (pmu, guest, ip, count, action))| Event {
+                    seq,
+                    ms,
+                    cpu,
+                    pid,
+                    tid,
+                    comm: Comm::new(&name),
+                    source: if pmu { Source::Pmu } else { Source::Bld },
+                    guest,
+                    ip,
+                    count,
+                    action: [Action::None, Action::Warn, Action::Kill, Action::Throttle]
+                        [usize::from(action)],
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn events_round_trip(event in any_event()) {
+            let line = format!("{event}");
+            prop_assert!(!line.contains('\n'));
+            prop_assert_eq!(line.split(' ').count(), 11);
+            prop_assert_eq!(Event::parse(&line), Ok(event));
+        }
+
+        #[test]
+        fn parsing_arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = Event::parse(&text);
+            let _ = Offender::parse(&text);
+        }
+    }
+}
