@@ -13,7 +13,7 @@ kdir_id := $(shell printf '%s' "$(abspath $(KDIR))" | md5sum | cut -c1-8)
 BUILD := build/$(flavour)-$(kdir_id)
 KO := $(if $(filter 1,$(SIM)),build/sim/amd_sld.ko,amd_sld.ko)
 
-MODULE_SOURCES := Kbuild $(sort $(wildcard src/kmod/*.rs src/kmod/*.c src/logic/src/*.rs))
+MODULE_SOURCES := Kbuild $(sort $(wildcard src/kmod/*.rs src/kmod/*/*.rs src/kmod/*.c src/logic/src/*.rs))
 KBUILD_VARS := RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
 	AMD_SLD_SIM=$(SIM) AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
 

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #define SIM_TGID "/sys/kernel/debug/amd_sld/sim_tgid"
+#define SIM_PMU_ADDR "/sys/kernel/debug/amd_sld/sim_pmu_addr"
 #define EFLAGS_TF 0x100
 
 struct tally {
@@ -104,10 +105,38 @@ static inline void locked_add_then_trap(int *operand)
 		     : : "r"(operand) : "memory", "cc");
 }
 
+/* The simulated PMU counts writes to the address the module names: map the operand there. */
+static int *pmu_operand(void)
+{
+	unsigned long long addr = 0;
+	FILE *f = fopen(SIM_PMU_ADDR, "r");
+	char *page;
+
+	if (!f || fscanf(f, "%llx", &addr) != 1) {
+		fprintf(stderr, "buslock: cannot read %s: %s\n", SIM_PMU_ADDR, strerror(errno));
+		exit(2);
+	}
+	fclose(f);
+	page = mmap((void *)(uintptr_t)(addr & ~4095ULL), 4096, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+	if (page == MAP_FAILED) {
+		fprintf(stderr, "buslock: cannot map 0x%llx: %s\n", addr, strerror(errno));
+		exit(2);
+	}
+	return (int *)(page + (addr & 4095));
+}
+
+static inline void locked_add(int *operand)
+{
+	asm volatile("lock addl $1, (%0)" : : "r"(operand) : "memory", "cc");
+}
+
 static inline void split_lock(int *operand)
 {
 	asm volatile("lock addl $1, (%0)" : : "r"(operand) : "memory", "cc");
 }
+
+static int pmu_mode;
 
 static struct tally run(int *operand, int split, unsigned long long count,
 			unsigned long long limit_ms, double rate)
@@ -126,6 +155,8 @@ static struct tally run(int *operand, int split, unsigned long long count,
 		}
 		if (split)
 			split_lock(operand);
+		else if (pmu_mode)
+			locked_add(operand);
 		else
 			locked_add_then_trap(operand);
 		t.events++;
@@ -145,6 +176,7 @@ static void usage(void)
 		"  -r R    at most R events per second\n"
 		"  -p N    run N processes in a new process group (default 1)\n"
 		"  -o      opt this process (with -p: its process group) in to the simulation\n"
+		"  -P      simulated PMU: lock-add at the address the test build counts, no TF\n"
 		"  -c      handle SIGBUS (count it and go on) instead of dying of it\n"
 		"  -B, -I  block / ignore SIGBUS first (a fatal policy must kill anyway)\n"
 		"  --split real split locks, no TF: refused outside TCG unless AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1\n");
@@ -163,7 +195,7 @@ int main(int argc, char **argv)
 	char *line;
 	int pipefd[2];
 
-	while ((opt = getopt_long(argc, argv, "n:t:r:p:ocBI", longopts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "n:t:r:p:ocBIP", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'n': count = strtoull(optarg, NULL, 10); break;
 		case 't': limit_ms = strtoull(optarg, NULL, 10); break;
@@ -174,6 +206,7 @@ int main(int argc, char **argv)
 		case 'B': block = 1; break;
 		case 'I': ignore = 1; break;
 		case 'S': split = 1; break;
+		case 'P': pmu_mode = 1; break;
 		default: usage();
 		}
 	}
@@ -191,7 +224,7 @@ int main(int argc, char **argv)
 	char *page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (page == MAP_FAILED)
 		return 2;
-	int *operand = (int *)(page + (split ? 62 : 64));
+	int *operand = pmu_mode ? pmu_operand() : (int *)(page + (split ? 62 : 64));
 
 	sa.sa_sigaction = on_sigtrap;
 	sa.sa_flags = SA_SIGINFO;

@@ -12,6 +12,9 @@ use kernel::c_str;
 use kernel::error::code;
 use kernel::prelude::*;
 
+use crate::capability::{Refusal, Requested};
+use crate::record::Source;
+
 // Pure decision logic, shared verbatim with the host crate `amd-sld-logic` (src/logic).
 #[path = "../logic/src/capability.rs"]
 pub mod capability;
@@ -25,6 +28,8 @@ pub mod escape;
 pub mod eventlog;
 #[path = "../logic/src/fmtbuf.rs"]
 pub mod fmtbuf;
+#[path = "../logic/src/pmu.rs"]
+pub mod pmu;
 #[path = "../logic/src/policy.rs"]
 pub mod policy;
 #[path = "../logic/src/ratelimit.rs"]
@@ -40,6 +45,7 @@ mod control;
 mod ffi;
 mod hw;
 mod report;
+mod sample;
 #[cfg(amd_sld_sim)]
 mod sim;
 mod stats;
@@ -83,24 +89,27 @@ struct AmdSld {
 impl kernel::Module for AmdSld {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let _param_lock = ffi::ParamLock::lock(module);
-        if let Err(refusal) = capability::check(&hw::facts()) {
-            pr_err!("not loading: {}\n", refusal);
-            return Err(if refusal.is_missing_feature() {
-                code::ENODEV
-            } else {
-                code::EBUSY
-            });
-        }
+        let source = control::choose_source().map_err(refuse)?;
         let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"))?;
         #[cfg(amd_sld_sim)]
         let sim = sim::debugfs();
         let throttle_drain = ThrottleDrain;
         let trap_hook = ffi::DebugTrapHook::register()?;
-        let hotplug = ffi::CpuHotplug::register(c_str!("amd_sld:online"))?;
+        let hotplug = ffi::CpuHotplug::register(c_str!("amd_sld:online")).map_err(|error| {
+            if source == Source::Pmu {
+                refuse(Refusal::PmuUnavailable {
+                    errno: error.to_errno(),
+                    no_trap: control::requested() == Requested::Auto,
+                })
+            } else {
+                error
+            }
+        })?;
         control::start();
         pr_info!(
-            "loaded: split_lock_detect={}, bus-lock detection armed on CPUs {}{}\n",
+            "loaded: split_lock_detect={}, source={}, bus-lock detection armed on CPUs {}{}\n",
             control::policy(),
+            source.as_str(),
             CpuList(arming::armed_cpus),
             if cfg!(amd_sld_sim) {
                 " (SIMULATED hardware: test build)"
@@ -122,6 +131,17 @@ impl kernel::Module for AmdSld {
     }
 }
 
+/// Logs why amd_sld will not run and returns the matching error: `-ENODEV` where the
+/// machine lacks what is needed, `-EBUSY` where someone else owns it.
+fn refuse(refusal: Refusal) -> Error {
+    pr_err!("not loading: {}\n", refusal);
+    if refusal.is_missing_feature() {
+        code::ENODEV
+    } else {
+        code::EBUSY
+    }
+}
+
 impl Drop for AmdSld {
     fn drop(&mut self) {
         {
@@ -130,12 +150,16 @@ impl Drop for AmdSld {
         }
         drop(self.running.take());
         pr_info!(
-            "unloaded: {} bus locks (warned {}, killed {}, throttled {} for {} ms); DEBUGCTL restored on CPUs {}\n",
+            "unloaded: {} bus locks (warned {}, killed {}, throttled {} for {} ms); {} on CPUs {}\n",
             stats::BUS_LOCKS.get(),
             stats::WARNED.get(),
             stats::KILLED.get(),
             stats::THROTTLED.get(),
             stats::THROTTLED_MS.get(),
+            match control::source() {
+                Source::Bld => "DEBUGCTL restored",
+                Source::Pmu => "PMU counters released",
+            },
             CpuList(arming::restored_cpus)
         );
     }

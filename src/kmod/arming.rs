@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Arming Bus Lock Detect (DEBUGCTL bit 2) on every online CPU, following CPU hotplug, and
-//! putting each CPU's bit back as it was found.
+//! Arming the detector of the source in effect on every online CPU, following CPU hotplug:
+//! Bus Lock Detect (DEBUGCTL bit 2, put back as it was found), or a PMU counter (released,
+//! its count folded into `bus_locks`).
 //!
 //! Arming and disarming happen only in the CPU hotplug callbacks or with the CPU hotplug
 //! lock held for reading ([`CpusReadLocked`]); the two exclude each other, so a CPU's slot
@@ -15,18 +16,21 @@ use kernel::prelude::*;
 
 use crate::capability::Refusal;
 use crate::control::{self, Phase};
-use crate::ffi::CpusReadLocked;
+use crate::ffi::{self, CpusReadLocked};
 use crate::hw;
+use crate::record::Source;
+use crate::stats;
 use crate::x86::DEBUGCTL_BUS_LOCK_DETECT;
 
 const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
 
 struct CpuSlot {
-    /// We set DEBUGCTL[2] on this CPU and have not put it back yet.
+    /// We set DEBUGCTL[2], or started a PMU counter, on this CPU and have not undone it yet.
     armed: AtomicBool,
     /// DEBUGCTL[2] was already set when we first armed this CPU: leave it set.
     found_armed: AtomicBool,
-    /// The last disarm of this CPU put the bit back as found, and read it back so.
+    /// The last disarm of this CPU put the bit back as found, and read it back so, or
+    /// released its counter.
     restored: AtomicBool,
 }
 
@@ -48,6 +52,12 @@ fn slot(cpu: u32) -> Option<&'static CpuSlot> {
 
 fn arm(cpu: u32) -> Result {
     let slot = slot(cpu).ok_or(code::EINVAL)?;
+    if control::source() == Source::Pmu {
+        ffi::start_counter(cpu, &hw::pmu_counter_spec())?;
+        slot.restored.store(false, Ordering::Relaxed);
+        slot.armed.store(true, Ordering::Release);
+        return Ok(());
+    }
     let update = hw::update_debugctl(cpu, |value| value | DEBUGCTL_BUS_LOCK_DETECT)
         .inspect_err(|_| pr_err!("CPU {}: cannot access DEBUGCTL\n", cpu))?;
     let found_armed = update.before & DEBUGCTL_BUS_LOCK_DETECT != 0;
@@ -72,6 +82,13 @@ fn arm(cpu: u32) -> Result {
 fn disarm(cpu: u32) {
     let Some(slot) = slot(cpu) else { return };
     if !slot.armed.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    if control::source() == Source::Pmu {
+        if let Some(count) = ffi::stop_counter(cpu) {
+            stats::BUS_LOCKS.add(count);
+        }
+        slot.restored.store(true, Ordering::Relaxed);
         return;
     }
     if slot.found_armed.load(Ordering::Relaxed) {
@@ -101,8 +118,12 @@ pub(crate) fn on_cpu_online(cpu: u32) -> Result {
     match arm(cpu) {
         Ok(()) => Ok(()),
         Err(error) if control::phase() == Phase::Loading => Err(error),
-        Err(_) => {
-            pr_warn!("CPU {} came online without bus-lock detection\n", cpu);
+        Err(error) => {
+            pr_warn!(
+                "CPU {} came online without bus-lock detection ({:?})\n",
+                cpu,
+                error
+            );
             Ok(())
         }
     }
@@ -143,5 +164,17 @@ pub(crate) fn restored_cpus() -> impl Iterator<Item = u32> {
 }
 
 fn cpus_where(test: fn(&CpuSlot) -> bool) -> impl Iterator<Item = u32> {
-    (0..crate::ffi::nr_cpu_ids()).filter(move |&cpu| slot(cpu).is_some_and(test))
+    (0..ffi::nr_cpu_ids()).filter(move |&cpu| slot(cpu).is_some_and(test))
+}
+
+/// Bus locks counted so far: the traps, or the released counters' counts plus the live
+/// counters' (exact, read from the hardware). Process context; may sleep.
+pub(crate) fn bus_locks() -> u64 {
+    let param = ffi::ParamLock::lock(&crate::THIS_MODULE);
+    let cpus = CpusReadLocked::lock();
+    let live = match control::source() {
+        Source::Pmu => ffi::read_counters(&cpus, &param),
+        Source::Bld => 0,
+    };
+    stats::BUS_LOCKS.get() + live
 }

@@ -5,16 +5,19 @@
 //! else can run); module start-up and shut-down take the same lock.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use kernel::error::{code, Result};
 use kernel::prelude::*;
 
+use crate::capability::{self, Requested};
 use crate::escape::Escaped;
 use crate::ffi::CpusReadLocked;
 use crate::fmtbuf::SliceWriter;
+use crate::pmu::Pacer;
 use crate::policy::Policy;
 use crate::ratelimit::RateLimiter;
+use crate::record::Source;
 
 /// Where the module is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,10 +33,16 @@ pub(crate) enum Phase {
 
 static PHASE: AtomicU8 = AtomicU8::new(Phase::Loading as u8);
 static POLICY: AtomicU32 = AtomicU32::new(Policy::Warn.to_bits());
+static REQUESTED: AtomicU8 = AtomicU8::new(Requested::Auto.to_bits());
+/// The source in effect: `true` for the PMU.
+static SOURCE_IS_PMU: AtomicBool = AtomicBool::new(false);
 
 /// The system-wide budget of `ratelimit:N`: N bus locks per second, as the kernel's
 /// `bld_ratelimit` (`ratelimit_state_init(&bld_ratelimit, HZ, N)`).
 pub(crate) static THROTTLE: RateLimiter = RateLimiter::new(1000, 0);
+
+/// The same budget for the PMU source, whose samples stand for many bus locks each.
+pub(crate) static THROTTLE_PMU: Pacer = Pacer::new();
 
 /// The module's phase.
 pub(crate) fn phase() -> Phase {
@@ -67,6 +76,7 @@ pub(crate) fn throttling() -> bool {
 fn set(policy: Policy) {
     if let Policy::Ratelimit(rate) = policy {
         THROTTLE.reset(rate.per_second());
+        THROTTLE_PMU.reset();
     }
     POLICY.store(policy.to_bits(), Ordering::Release);
 }
@@ -116,4 +126,86 @@ fn apply(new: Policy) -> Result {
 pub(crate) fn show(out: &mut SliceWriter<'_>) -> fmt::Result {
     write!(out, "{}", policy())?;
     out.write_char('\n')
+}
+
+/// The source in effect; readable from any context.
+pub(crate) fn source() -> Source {
+    if SOURCE_IS_PMU.load(Ordering::Acquire) {
+        Source::Pmu
+    } else {
+        Source::Bld
+    }
+}
+
+fn set_source(source: Source) {
+    SOURCE_IS_PMU.store(source == Source::Pmu, Ordering::Release);
+}
+
+/// The source asked for with the parameter.
+pub(crate) fn requested() -> Requested {
+    Requested::from_bits(REQUESTED.load(Ordering::Acquire)).unwrap_or_default()
+}
+
+/// Decides the source for the requested one at load, before anything is armed.
+pub(crate) fn choose_source() -> core::result::Result<Source, capability::Refusal> {
+    let source = capability::decide(&crate::hw::facts(), requested())?;
+    set_source(source);
+    Ok(source)
+}
+
+/// Parses and applies a write to the `source` parameter, all or nothing: while running, the
+/// old source is disarmed and the new one armed on every online CPU; if the new one cannot
+/// start, the old one is armed again and the write fails.
+pub(crate) fn store_source(input: &[u8]) -> Result {
+    let requested = Requested::parse(input).map_err(|error| {
+        pr_err!("invalid source '{}': {}\n", Escaped(input), error);
+        code::EINVAL
+    })?;
+    match phase() {
+        Phase::Loading => {
+            REQUESTED.store(requested.to_bits(), Ordering::Release);
+            Ok(())
+        }
+        Phase::Stopping => Err(code::ENODEV),
+        Phase::Running => switch_source(requested),
+    }
+}
+
+fn switch_source(requested: Requested) -> Result {
+    let new = capability::decide(&crate::hw::facts(), requested).map_err(|refusal| {
+        pr_err!("source={}: {}\n", requested, refusal);
+        code::ENODEV
+    })?;
+    let old = source();
+    if new != old {
+        let cpus = CpusReadLocked::lock();
+        let detecting = policy().arms_detection();
+        if detecting {
+            crate::arming::disarm_online(&cpus);
+        }
+        set_source(new);
+        if detecting {
+            if let Err(error) = crate::arming::arm_online(&cpus) {
+                pr_err!(
+                    "source={}: cannot start it ({:?}); keeping {}\n",
+                    requested,
+                    error,
+                    old.as_str()
+                );
+                set_source(old);
+                if crate::arming::arm_online(&cpus).is_err() {
+                    pr_err!("cannot re-arm {} either: detection is off\n", old.as_str());
+                }
+                return Err(error);
+            }
+        }
+        pr_info!("source: {} -> {}\n", old.as_str(), new.as_str());
+    }
+    REQUESTED.store(requested.to_bits(), Ordering::Release);
+    Ok(())
+}
+
+/// Writes the requested source, and a newline.
+pub(crate) fn show_source(out: &mut SliceWriter<'_>) -> fmt::Result {
+    writeln!(out, "{}", requested())
 }

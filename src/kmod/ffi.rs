@@ -21,6 +21,14 @@ use kernel::ThisModule;
 
 use crate::fmtbuf::SliceWriter;
 
+mod perf;
+pub(crate) use perf::{
+    defer_from_nmi, now_us, read_counters, start_counter, stop_counter, CounterSpec,
+};
+
+/// CPU numbers this module keeps state for.
+const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
+
 // Kernel interfaces that `kernel::bindings` does not carry in 6.12.
 extern "C" {
     fn register_die_notifier(block: *mut bindings::notifier_block) -> c_int;
@@ -59,18 +67,18 @@ struct DieArgs {
 
 /// A value the kernel links into its own lists, so it lives in a static that C may write.
 #[repr(transparent)]
-struct KernelOwned<T>(UnsafeCell<T>);
+pub(super) struct KernelOwned<T>(UnsafeCell<T>);
 
 // SAFETY: Rust code never reads or writes the contents after start-up; the kernel serialises
 // its own accesses (notifier chain lock, sysfs core).
 unsafe impl<T> Sync for KernelOwned<T> {}
 
 impl<T> KernelOwned<T> {
-    const fn new(value: T) -> Self {
+    pub(super) const fn new(value: T) -> Self {
         KernelOwned(UnsafeCell::new(value))
     }
 
-    const fn get(&self) -> *mut T {
+    pub(super) const fn get(&self) -> *mut T {
         self.0.get()
     }
 }
@@ -450,7 +458,7 @@ pub(crate) fn msleep(ms: u32) {
 // Work deferred from the #DB notifier to the trapped task's return to user mode.
 
 /// Deferred works queued and not yet finished. Module exit waits for zero.
-static DEFERRED_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+pub(super) static DEFERRED_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 #[repr(C)]
 struct DeferredWork {
@@ -552,6 +560,36 @@ unsafe extern "C" fn amd_sld_policy_get(
     }
 }
 
+/// # Safety
+///
+/// Called by the module parameter core only, with `value` a NUL-terminated string.
+#[no_mangle]
+unsafe extern "C" fn amd_sld_source_set(
+    value: *const c_char,
+    _param: *const bindings::kernel_param,
+) -> c_int {
+    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty).
+    let bytes = unsafe { CStr::from_char_ptr(value) }.as_bytes();
+    errno_of(crate::control::store_source(bytes))
+}
+
+/// # Safety
+///
+/// Called by the module parameter core only, with a `PAGE_SIZE` buffer.
+#[no_mangle]
+unsafe extern "C" fn amd_sld_source_get(
+    buffer: *mut c_char,
+    _param: *const bindings::kernel_param,
+) -> c_int {
+    // SAFETY: `param_attr_show()` passes a buffer of `PAGE_SIZE` bytes.
+    let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
+    let mut out = SliceWriter::new(page);
+    match crate::control::show_source(&mut out) {
+        Ok(()) => c_int::try_from(out.len()).unwrap_or(0),
+        Err(_) => code::EINVAL.to_errno(),
+    }
+}
+
 /// Holds this module's parameter lock, which the kernel also takes around every write of a
 /// parameter through sysfs: it serialises amd_sld's start-up, shut-down and policy changes.
 ///
@@ -626,7 +664,7 @@ macro_rules! stat_attributes {
     };
 }
 
-stat_attributes!(0 1 2 3 4 5 6 7 8);
+stat_attributes!(0 1 2 3 4 5 6 7 8 9 10);
 
 static STAT_GROUP: KernelOwned<bindings::attribute_group> =
     KernelOwned::new(bindings::attribute_group {
@@ -722,10 +760,10 @@ mod sim_debugfs {
             unsafe { debugfs_create_u32(name.as_char_ptr(), 0o600, self.dentry, value.as_ptr()) };
         }
 
-        /// A root-only file reading and writing `value` in hexadecimal.
-        pub(crate) fn x64_file(&self, name: &CStr, value: &'static AtomicU64) {
+        /// A file reading (and, if `mode` lets root write, writing) `value` in hexadecimal.
+        pub(crate) fn x64_file(&self, name: &CStr, value: &'static AtomicU64, mode: u16) {
             // SAFETY: as for `u32_file`, with aligned 64-bit accesses.
-            unsafe { debugfs_create_x64(name.as_char_ptr(), 0o600, self.dentry, value.as_ptr()) };
+            unsafe { debugfs_create_x64(name.as_char_ptr(), mode, self.dentry, value.as_ptr()) };
         }
     }
 

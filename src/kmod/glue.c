@@ -7,18 +7,22 @@
  */
 #include <linux/kdebug.h>
 #include <linux/module.h>
+#include <linux/perf_event.h>
 #include <linux/moduleparam.h>
 #include <linux/rcupdate.h>
 #include <linux/sched/signal.h>
 #include <linux/smp.h>
 #include <linux/stddef.h>
 #include <linux/task_work.h>
+#include <linux/hw_breakpoint.h>
 #include <asm/kdebug.h>
 #include <asm/msr.h>
 
-/* Implemented in Rust: src/kmod/param.rs. */
+/* Implemented in Rust: src/kmod/ffi.rs. */
 int amd_sld_policy_set(const char *value, const struct kernel_param *kp);
 int amd_sld_policy_get(char *buffer, const struct kernel_param *kp);
+int amd_sld_source_set(const char *value, const struct kernel_param *kp);
+int amd_sld_source_get(char *buffer, const struct kernel_param *kp);
 
 static const struct kernel_param_ops amd_sld_policy_ops = {
 	.set = amd_sld_policy_set,
@@ -27,6 +31,14 @@ static const struct kernel_param_ops amd_sld_policy_ops = {
 module_param_cb(split_lock_detect, &amd_sld_policy_ops, NULL, 0644);
 MODULE_PARM_DESC(split_lock_detect,
 		 "off, warn (default), fatal or ratelimit:N with N in 1..1000 bus locks/s, as the kernel's split_lock_detect=");
+
+static const struct kernel_param_ops amd_sld_source_ops = {
+	.set = amd_sld_source_set,
+	.get = amd_sld_source_get,
+};
+module_param_cb(source, &amd_sld_source_ops, NULL, 0644);
+MODULE_PARM_DESC(source,
+		 "auto (default: the Bus Lock Detect trap where the CPU has it, else the PMU), bld or pmu (ls_locks.bus_lock)");
 
 int amd_sld_rdmsrl_safe(u32 msr, u64 *value);
 int amd_sld_rdmsrl_safe(u32 msr, u64 *value)
@@ -62,6 +74,19 @@ void amd_sld_synchronize_rcu_tasks(void)
 /* Declared by hand in ffi.rs: keep these in step. */
 static_assert(DIE_DEBUG == 3);
 static_assert(TWA_RESUME == 1);
+static_assert(TWA_NMI_CURRENT == 4);
+static_assert(sizeof(struct perf_event_attr) == PERF_ATTR_SIZE_VER8);
+static_assert(offsetof(struct perf_event_attr, config) == 8);
+static_assert(offsetof(struct perf_event_attr, sample_period) == 16);
+static_assert(offsetof(struct perf_event_attr, sample_freq) == 16);
+static_assert(offsetof(struct perf_event_attr, read_format) == 32);
+static_assert(offsetof(struct perf_event_attr, wakeup_events) == 48);
+static_assert(offsetof(struct perf_event_attr, bp_type) == 52);
+static_assert(offsetof(struct perf_event_attr, bp_addr) == 56);
+static_assert(offsetof(struct perf_event_attr, bp_len) == 64);
+static_assert(offsetof(struct perf_sample_data, period) == 8);
+static_assert(PERF_TYPE_RAW == 4 && PERF_TYPE_BREAKPOINT == 5);
+static_assert(HW_BREAKPOINT_W == 2 && HW_BREAKPOINT_LEN_4 == 4);
 static_assert(offsetof(struct die_args, regs) == 0);
 static_assert(offsetof(struct die_args, err) == 2 * sizeof(void *));
 static_assert(sizeof(((struct die_args *)0)->err) == sizeof(unsigned long));

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The hardware edge: what the CPU says it has, and DEBUGCTL. The test build (SIM=1)
+//! The hardware edge: what the CPU says it has, DEBUGCTL, and the PMU event. The test build (SIM=1)
 //! replaces exactly this, with `crate::sim`; nothing above it knows the difference.
 
 use kernel::error::Result;
 
 use crate::capability::Facts;
-use crate::ffi::MsrUpdate;
+use crate::ffi::{CounterSpec, MsrUpdate};
 use crate::x86;
 
 /// Whether the kernel we are built for arms AMD bus-lock detection itself (6.13+): Kbuild
@@ -29,4 +29,20 @@ pub(crate) fn update_debugctl(cpu: u32, update: fn(u64) -> u64) -> Result<MsrUpd
     return crate::ffi::msr_update_on(cpu, x86::MSR_DEBUGCTL, update);
     #[cfg(amd_sld_sim)]
     return crate::sim::update_debugctl(cpu, update);
+}
+
+/// What the PMU source counts: `ls_locks.bus_lock`, or in the test build a write
+/// breakpoint that only the test programs hit.
+pub(crate) fn pmu_counter_spec() -> CounterSpec {
+    #[cfg(not(amd_sld_sim))]
+    return CounterSpec {
+        type_: crate::pmu::PERF_TYPE_RAW,
+        config: crate::pmu::BUS_LOCK_CONFIG,
+        bp_type: 0,
+        bp_addr: 0,
+        bp_len: 0,
+        sample_freq: crate::pmu::SAMPLE_FREQ_HZ,
+    };
+    #[cfg(amd_sld_sim)]
+    return crate::sim::pmu_counter_spec();
 }

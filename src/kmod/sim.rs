@@ -19,8 +19,10 @@ use kernel::error::{code, Result};
 use kernel::str::CStr;
 
 use crate::dr6::{self, Simulated};
-use crate::ffi::{DebugTrap, DebugfsDir, MsrUpdate};
+use crate::ffi::{CounterSpec, DebugTrap, DebugfsDir, MsrUpdate};
 use crate::fmtbuf::SliceWriter;
+use crate::pmu;
+use crate::sample::Sample;
 use crate::x86::DEBUGCTL_BUS_LOCK_DETECT;
 
 const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
@@ -30,6 +32,13 @@ const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
 static SIM_TGID: AtomicU32 = AtomicU32::new(0);
 /// When non-zero, DEBUGCTL writes are ignored, as by a CPU that does not implement bit 2.
 static SIM_IGNORE_WRITES: AtomicU32 = AtomicU32::new(0);
+/// The user address whose writes the simulated PMU event counts: test programs map their
+/// locked operand there (`buslock -P`). Page-aligned plus a cache line, in no default
+/// mapping of a small static program.
+static SIM_PMU_ADDR: AtomicU64 = AtomicU64::new(0x5a1d_0000 + 64);
+/// When non-zero, PMU samples of the opted-in thread group count as guest mode, as those of
+/// a vCPU thread running its guest would.
+static SIM_GUEST: AtomicU32 = AtomicU32::new(0);
 /// Simulated DEBUGCTL, one per CPU.
 static SHADOW: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
@@ -48,12 +57,7 @@ pub(crate) fn update_debugctl(cpu: u32, update: fn(u64) -> u64) -> Result<MsrUpd
 
 /// What the hardware would have reported for this #DB.
 pub(crate) fn rewrite(trap: &mut DebugTrap<'_>) {
-    let Ok(opted_in) = i32::try_from(SIM_TGID.load(Ordering::Relaxed)) else {
-        return;
-    };
-    if opted_in == 0
-        || (crate::ffi::current_ids().1 != opted_in && crate::ffi::current_pgid() != opted_in)
-    {
+    if !opted_in() {
         return;
     }
     let armed = SHADOW
@@ -64,11 +68,43 @@ pub(crate) fn rewrite(trap: &mut DebugTrap<'_>) {
     }
 }
 
-/// The debugfs knobs: `sim_tgid`, `sim_ignore_writes` and `debugctl_cpuN`.
+/// The stand-in for `ls_locks.bus_lock`: a per-CPU write breakpoint on [`SIM_PMU_ADDR`], a
+/// real perf event whose counting, sampling period, overflow and hotplug are perf's own.
+pub(crate) fn pmu_counter_spec() -> CounterSpec {
+    CounterSpec {
+        type_: pmu::PERF_TYPE_BREAKPOINT,
+        config: 0,
+        bp_type: pmu::HW_BREAKPOINT_W,
+        bp_addr: SIM_PMU_ADDR.load(Ordering::Relaxed),
+        bp_len: pmu::HW_BREAKPOINT_LEN_4,
+        sample_freq: pmu::SAMPLE_FREQ_HZ,
+    }
+}
+
+/// What the hardware would have reported about the task: guest mode, if asked for.
+pub(crate) fn pmu_sample(sample: &mut Sample) {
+    if SIM_GUEST.load(Ordering::Relaxed) != 0 && opted_in() {
+        sample.guest = true;
+        sample.ip = 0;
+    }
+}
+
+fn opted_in() -> bool {
+    let Ok(opted_in) = i32::try_from(SIM_TGID.load(Ordering::Relaxed)) else {
+        return false;
+    };
+    opted_in != 0
+        && (crate::ffi::current_ids().1 == opted_in || crate::ffi::current_pgid() == opted_in)
+}
+
+/// The debugfs knobs: `sim_tgid`, `sim_ignore_writes`, `sim_pmu_addr`, `sim_guest` and
+/// `debugctl_cpuN`.
 pub(crate) fn debugfs() -> DebugfsDir {
     let dir = DebugfsDir::create(c_str!("amd_sld"));
     dir.u32_file(c_str!("sim_tgid"), &SIM_TGID);
     dir.u32_file(c_str!("sim_ignore_writes"), &SIM_IGNORE_WRITES);
+    dir.u32_file(c_str!("sim_guest"), &SIM_GUEST);
+    dir.x64_file(c_str!("sim_pmu_addr"), &SIM_PMU_ADDR, 0o400);
     for (cpu, shadow) in SHADOW
         .iter()
         .enumerate()
@@ -81,7 +117,7 @@ pub(crate) fn debugfs() -> DebugfsDir {
         }
         let len = out.len();
         if let Ok(name) = CStr::from_bytes_with_nul(&name[..=len]) {
-            dir.x64_file(name, shadow);
+            dir.x64_file(name, shadow, 0o600);
         }
     }
     dir

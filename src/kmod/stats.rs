@@ -36,7 +36,8 @@ impl Counter {
     }
 }
 
-/// Bus-lock traps seen, whatever the policy did with them.
+/// Bus-lock traps seen, or with the PMU source the counts of released counters: see
+/// `crate::arming::bus_locks` for the total.
 pub(crate) static BUS_LOCKS: Counter = Counter::new();
 /// Traps handled with a warning (policy `warn`, or `ratelimit` once under budget). The log
 /// line itself is rate limited: see `crate::trap`.
@@ -47,6 +48,8 @@ pub(crate) static KILLED: Counter = Counter::new();
 pub(crate) static THROTTLED: Counter = Counter::new();
 /// Milliseconds slept by throttled tasks, in total.
 pub(crate) static THROTTLED_MS: Counter = Counter::new();
+/// Bus locks the PMU source attributed to guest mode (sum of the guest samples' periods).
+pub(crate) static GUEST_BUS_LOCKS: Counter = Counter::new();
 
 /// One file of `/sys/kernel/amd_sld/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +63,13 @@ pub(crate) enum Stat {
     Dropped,
     Events,
     Top,
+    GuestBusLocks,
+    Source,
 }
 
 impl Stat {
     /// Every file, in the order of the sysfs attribute table.
-    pub(crate) const ALL: [Stat; 9] = [
+    pub(crate) const ALL: [Stat; 11] = [
         Stat::BusLocks,
         Stat::Warned,
         Stat::Killed,
@@ -74,6 +79,8 @@ impl Stat {
         Stat::Dropped,
         Stat::Events,
         Stat::Top,
+        Stat::GuestBusLocks,
+        Stat::Source,
     ];
 
     /// The file name.
@@ -88,6 +95,8 @@ impl Stat {
             Stat::Dropped => c_str!("dropped"),
             Stat::Events => c_str!("events"),
             Stat::Top => c_str!("top"),
+            Stat::GuestBusLocks => c_str!("guest_bus_locks"),
+            Stat::Source => c_str!("source"),
         }
     }
 
@@ -102,7 +111,9 @@ impl Stat {
     /// Writes the file's contents: one value and a newline.
     pub(crate) fn render(self, out: &mut SliceWriter<'_>) -> fmt::Result {
         let counter = match self {
-            Stat::BusLocks => &BUS_LOCKS,
+            Stat::BusLocks => return writeln!(out, "{}", crate::arming::bus_locks()),
+            Stat::GuestBusLocks => &GUEST_BUS_LOCKS,
+            Stat::Source => return writeln!(out, "{}", crate::control::source().as_str()),
             Stat::Warned => &WARNED,
             Stat::Killed => &KILLED,
             Stat::Throttled => &THROTTLED,

@@ -12,7 +12,7 @@ use crate::ffi;
 use crate::stats;
 
 /// The kernel's retry period in `handle_bus_lock()`.
-const RETRY_MS: u32 = 20;
+pub(crate) const RETRY_MS: u32 = 20;
 
 /// Runs as task work of the throttled task (see `crate::ffi::defer_to_user_return`).
 pub(crate) fn on_return_to_user(user_ip: u64) {

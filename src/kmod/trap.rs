@@ -76,10 +76,7 @@ pub(crate) fn warn(user_ip: u64) {
 
 /// Logs the kernel's own line, so that existing alerts on it match amd_sld's too.
 fn log(user_ip: u64, suffix: &str) {
-    if let Verdict::Pass { suppressed } = LOG.check(ffi::now_ms()) {
-        if suppressed > 0 {
-            pr_warn!("{} bus_lock messages suppressed\n", suppressed);
-        }
+    log_limited(|| {
         let comm = ffi::current_comm();
         let (pid, _) = ffi::current_ids();
         pr_warn!(
@@ -89,5 +86,16 @@ fn log(user_ip: u64, suffix: &str) {
             user_ip,
             suffix
         );
+    });
+}
+
+/// Runs `print` unless the log's rate limit is spent, first saying how many lines it
+/// suppressed since it last let one through.
+pub(crate) fn log_limited(print: impl FnOnce()) {
+    if let Verdict::Pass { suppressed } = LOG.check(ffi::now_ms()) {
+        if suppressed > 0 {
+            pr_warn!("{} bus_lock messages suppressed\n", suppressed);
+        }
+        print();
     }
 }

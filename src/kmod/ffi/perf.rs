@@ -1,0 +1,318 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Kernel perf counters, their NMI overflow handler, and work deferred from NMI context to
+//! the sampled task: the unsafe half of the PMU source (`crate::sample` is the safe half).
+
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+
+use kernel::bindings;
+use kernel::error::{from_err_ptr, Error, Result};
+use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
+
+use super::{KernelOwned, DEFERRED_IN_FLIGHT, MAX_CPUS};
+use crate::sample::{Deferred, Sample};
+
+extern "C" {
+    fn perf_event_create_kernel_counter(
+        attr: *mut PerfEventAttr,
+        cpu: c_int,
+        task: *mut c_void,
+        handler: Option<OverflowHandler>,
+        context: *mut c_void,
+    ) -> *mut bindings::perf_event;
+    fn perf_event_release_kernel(event: *mut bindings::perf_event) -> c_int;
+    fn perf_event_read_value(
+        event: *mut bindings::perf_event,
+        enabled: *mut u64,
+        running: *mut u64,
+    ) -> u64;
+    // `task_struct` trips `improper_ctypes` (a zero-sized member): pass it untyped.
+    fn task_work_add(task: *mut c_void, work: *mut bindings::callback_head, mode: c_uint) -> c_int;
+}
+
+/// `TWA_NMI_CURRENT`: queue task work for `current` from NMI; checked in glue.c.
+const TWA_NMI_CURRENT: c_uint = 4;
+
+type OverflowHandler = unsafe extern "C" fn(
+    *mut bindings::perf_event,
+    *mut PerfSampleDataHead,
+    *mut bindings::pt_regs,
+);
+
+/// `struct perf_event_attr` (include/uapi/linux/perf_event.h, `PERF_ATTR_SIZE_VER8`): a
+/// userspace ABI, so its layout is stable; glue.c checks the offsets used here.
+#[repr(C)]
+struct PerfEventAttr {
+    type_: u32,
+    size: u32,
+    config: u64,
+    sample_period_or_freq: u64,
+    sample_type: u64,
+    read_format: u64,
+    flags: u64,
+    wakeup_events: u32,
+    bp_type: u32,
+    bp_addr_or_config1: u64,
+    bp_len_or_config2: u64,
+    /// `branch_sample_type` to `config3`, all zero here.
+    rest: [u64; 8],
+}
+
+/// The first fields of `struct perf_sample_data`; glue.c checks the offset of `period`.
+#[repr(C)]
+struct PerfSampleDataHead {
+    sample_flags: u64,
+    period: u64,
+}
+
+/// What to count: the real PMU event, or the test build's stand-in.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CounterSpec {
+    /// `PERF_TYPE_RAW` or `PERF_TYPE_BREAKPOINT`.
+    pub(crate) type_: u32,
+    /// The raw event's config (0 for a breakpoint).
+    pub(crate) config: u64,
+    /// Breakpoint type, address and length (0 for a raw event).
+    pub(crate) bp_type: u32,
+    pub(crate) bp_addr: u64,
+    pub(crate) bp_len: u64,
+    /// Target overflow interrupts per second (perf frequency mode).
+    pub(crate) sample_freq: u64,
+}
+
+/// The counter of each CPU, or null.
+static COUNTERS: [AtomicPtr<bindings::perf_event>; MAX_CPUS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
+
+fn counter_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
+    COUNTERS.get(usize::try_from(cpu).ok()?)
+}
+
+/// Creates `cpu`'s counter: counting user, kernel and guest mode, sampling in frequency
+/// mode, overflow to `crate::sample::on_sample`. Process context; the caller holds the CPU
+/// hotplug lock (the hotplug core, or [`super::CpusReadLocked`]) and the parameter lock or
+/// is the hotplug core, so no two callers start or stop the same CPU's counter at once.
+pub(crate) fn start_counter(cpu: u32, spec: &CounterSpec) -> Result {
+    let slot = counter_slot(cpu).ok_or(kernel::error::code::EINVAL)?;
+    let mut attr = PerfEventAttr {
+        type_: spec.type_,
+        size: core::mem::size_of::<PerfEventAttr>() as u32,
+        config: spec.config,
+        sample_period_or_freq: spec.sample_freq,
+        sample_type: 0,
+        read_format: 0,
+        flags: crate::pmu::PERF_ATTR_FLAG_FREQ,
+        wakeup_events: 0,
+        bp_type: spec.bp_type,
+        bp_addr_or_config1: spec.bp_addr,
+        bp_len_or_config2: spec.bp_len,
+        rest: [0; 8],
+    };
+    let cpu = c_int::try_from(cpu).map_err(|_| kernel::error::code::EINVAL)?;
+    // SAFETY: `attr` is a valid, fully initialised attribute that perf copies; a null task
+    // and a CPU number make a per-CPU counter; the handler has the overflow signature and
+    // lives as long as the module, which releases every counter before it goes.
+    let event = unsafe {
+        perf_event_create_kernel_counter(
+            &mut attr,
+            cpu,
+            ptr::null_mut(),
+            Some(on_overflow),
+            ptr::null_mut(),
+        )
+    };
+    let event = from_err_ptr(event)?;
+    slot.store(event, Ordering::Release);
+    Ok(())
+}
+
+/// Releases `cpu`'s counter, if it has one, and returns its final count.
+pub(crate) fn stop_counter(cpu: u32) -> Option<u64> {
+    let event = counter_slot(cpu)?.swap(ptr::null_mut(), Ordering::AcqRel);
+    if event.is_null() {
+        return None;
+    }
+    let count = read(event);
+    // SAFETY: `event` came from `perf_event_create_kernel_counter()` and was just taken out
+    // of its slot, so nothing else will use or release it.
+    unsafe { perf_event_release_kernel(event) };
+    Some(count)
+}
+
+fn read(event: *mut bindings::perf_event) -> u64 {
+    let (mut enabled, mut running) = (0, 0);
+    // SAFETY: `event` is live (callers hold the locks that keep it from being released);
+    // process context, as the call may sleep.
+    unsafe { perf_event_read_value(event, &mut enabled, &mut running) }
+}
+
+/// The sum of the live counters. The caller holds the CPU hotplug lock and the parameter
+/// lock, which keep every counter from being released meanwhile.
+pub(crate) fn read_counters(_cpus: &super::CpusReadLocked, _param: &super::ParamLock) -> u64 {
+    COUNTERS
+        .iter()
+        .map(|slot| slot.load(Ordering::Acquire))
+        .filter(|event| !event.is_null())
+        .map(read)
+        .sum()
+}
+
+/// # Safety
+///
+/// Called by perf only, in NMI (PMU) or #DB (breakpoint) context, with valid arguments.
+unsafe extern "C" fn on_overflow(
+    _event: *mut bindings::perf_event,
+    data: *mut PerfSampleDataHead,
+    regs: *mut bindings::pt_regs,
+) {
+    // SAFETY: perf passes its own sample data, whose `period` it set to the sample period.
+    let count = unsafe { (*data).period };
+    // SAFETY: perf passes the interrupted registers, valid for the call.
+    let regs = unsafe { &*regs };
+    // SAFETY: every variant of the union is a plain integer; bits 0-1 are the CPL.
+    let user_mode = unsafe { regs.__bindgen_anon_1.csx } & 3 == 3;
+    // SAFETY: `current` is valid in any context; `flags` is a plain integer that only the
+    // task itself changes, and it is interrupted.
+    let flags = unsafe { (*bindings::get_current()).flags };
+    #[cfg_attr(not(amd_sld_sim), allow(unused_mut))]
+    let mut sample = Sample {
+        count: count.max(1),
+        user_mode,
+        // KVM sets PF_VCPU from guest entry until after the exit's NMI has been handled.
+        guest: flags & bindings::PF_VCPU != 0,
+        kernel_thread: flags & bindings::PF_KTHREAD != 0,
+        ip: if user_mode { regs.ip as u64 } else { 0 },
+    };
+    #[cfg(amd_sld_sim)]
+    crate::sim::pmu_sample(&mut sample);
+    crate::sample::on_sample(&sample);
+}
+
+// ---------------------------------------------------------------------------------------
+// Work deferred from NMI to the sampled task.
+
+/// Pending works at most: one per task with a sample not yet acted on.
+const DEFERRED_SLOTS: usize = 64;
+
+const FREE: u8 = 0;
+const FILLING: u8 = 1;
+const QUEUED: u8 = 2;
+
+/// A preallocated task work: NMI context cannot allocate.
+///
+/// # Invariants
+///
+/// `head` belongs to the kernel while `state` is `QUEUED`; `task` is non-zero only while
+/// the work is queued and has not started, and names the task it was queued on.
+struct DeferredSlot {
+    head: KernelOwned<bindings::callback_head>,
+    state: AtomicU8,
+    task: AtomicUsize,
+    count: AtomicU64,
+    action: AtomicU8,
+    guest: AtomicU8,
+    ip: AtomicU64,
+    until_us: AtomicU64,
+}
+
+static SLOTS: [DeferredSlot; DEFERRED_SLOTS] = [const {
+    DeferredSlot {
+        head: KernelOwned::new(bindings::callback_head {
+            next: ptr::null_mut(),
+            func: Some(run_deferred_from_nmi),
+        }),
+        state: AtomicU8::new(FREE),
+        task: AtomicUsize::new(0),
+        count: AtomicU64::new(0),
+        action: AtomicU8::new(0),
+        guest: AtomicU8::new(0),
+        ip: AtomicU64::new(0),
+        until_us: AtomicU64::new(0),
+    }
+}; DEFERRED_SLOTS];
+
+fn current_task() -> usize {
+    // SAFETY: reading the current task pointer has no preconditions.
+    unsafe { bindings::get_current() as usize }
+}
+
+/// Arranges for `crate::sample::on_return(work)` to run in the current task before it next
+/// returns to user mode or enters its guest. NMI-safe: merges into the task's pending work
+/// if it has one (a task only ever runs on one CPU, so that work cannot be running now),
+/// else takes a free slot. Fails if every slot is taken or the task is exiting.
+pub(crate) fn defer_from_nmi(work: &Deferred) -> Result {
+    let me = current_task();
+    if let Some(pending) = SLOTS
+        .iter()
+        .find(|slot| slot.task.load(Ordering::Acquire) == me)
+    {
+        pending.count.fetch_add(work.count, Ordering::Relaxed);
+        pending
+            .action
+            .fetch_max(work.action_code(), Ordering::Relaxed);
+        pending
+            .guest
+            .fetch_max(u8::from(work.guest), Ordering::Relaxed);
+        pending.ip.store(work.ip, Ordering::Relaxed);
+        pending.until_us.fetch_max(work.until_us, Ordering::Relaxed);
+        return Ok(());
+    }
+    let slot = SLOTS
+        .iter()
+        .find(|slot| {
+            slot.state
+                .compare_exchange(FREE, FILLING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+        })
+        .ok_or(kernel::error::code::EBUSY)?;
+    slot.count.store(work.count, Ordering::Relaxed);
+    slot.action.store(work.action_code(), Ordering::Relaxed);
+    slot.guest.store(u8::from(work.guest), Ordering::Relaxed);
+    slot.ip.store(work.ip, Ordering::Relaxed);
+    slot.until_us.store(work.until_us, Ordering::Relaxed);
+    slot.task.store(me, Ordering::Release);
+    slot.state.store(QUEUED, Ordering::Release);
+    DEFERRED_IN_FLIGHT.fetch_add(1, Ordering::Acquire);
+    // SAFETY: the slot's head is ours (state was FREE) and static; `current` is valid;
+    // TWA_NMI_CURRENT is the mode for queueing on `current` from NMI context.
+    let status = unsafe { task_work_add(me as *mut c_void, slot.head.get(), TWA_NMI_CURRENT) };
+    if status != 0 {
+        slot.task.store(0, Ordering::Release);
+        slot.state.store(FREE, Ordering::Release);
+        DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
+        return Err(Error::from_errno(status));
+    }
+    Ok(())
+}
+
+/// # Safety
+///
+/// Called by `task_work_run()` only, with the head of a slot queued by `defer_from_nmi`.
+unsafe extern "C" fn run_deferred_from_nmi(head: *mut bindings::callback_head) {
+    let Some(slot) = SLOTS.iter().find(|slot| ptr::eq(slot.head.get(), head)) else {
+        return;
+    };
+    // Closed first: a sample arriving from now on queues a new work rather than merging
+    // into this one after it was read.
+    slot.task.store(0, Ordering::Release);
+    let work = Deferred::from_parts(
+        slot.count.load(Ordering::Relaxed),
+        slot.action.load(Ordering::Relaxed),
+        slot.guest.load(Ordering::Relaxed) != 0,
+        slot.ip.load(Ordering::Relaxed),
+        slot.until_us.load(Ordering::Relaxed),
+    );
+    slot.state.store(FREE, Ordering::Release);
+    crate::sample::on_return(&work);
+    // Last touch of module data: `wait_for_deferred_work()` treats zero as "all done".
+    DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
+}
+
+/// Microseconds of `CLOCK_MONOTONIC`, safe in any context, NMI included.
+pub(crate) fn now_us() -> u64 {
+    // SAFETY: `ktime_get_mono_fast_ns()` has no preconditions and is NMI-safe.
+    unsafe { bindings::ktime_get_mono_fast_ns() / 1_000 }
+}
+
+const _: () = assert!(core::mem::size_of::<c_ulong>() == core::mem::size_of::<u64>());

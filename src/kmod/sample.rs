@@ -1,0 +1,160 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! What happens when the PMU reports bus locks: the policy, applied to the sampled task.
+//!
+//! [`on_sample`] runs in the counter's overflow handler, in NMI context (a breakpoint's #DB
+//! in the test build): it may only use atomics. Everything else (the log line, SIGBUS, the
+//! sleep of `ratelimit:N`) is deferred to [`on_return`], which runs in the sampled task
+//! itself on its way back to user mode or into its guest: the task attributed is the task
+//! that was running when the counter overflowed, whatever ran on that CPU since.
+
+use kernel::prelude::*;
+
+use crate::control::{self, THROTTLE_PMU};
+use crate::escape::{until_nul, Escaped};
+use crate::ffi;
+use crate::policy::Policy;
+use crate::record::{Action, Source};
+use crate::report::{self, Sighting};
+use crate::stats;
+
+/// What the overflow handler saw.
+pub(crate) struct Sample {
+    /// Bus locks the sample stands for (the sample period).
+    pub(crate) count: u64,
+    /// The CPU was in user mode.
+    pub(crate) user_mode: bool,
+    /// The task is a vCPU thread in guest mode.
+    pub(crate) guest: bool,
+    /// The task is a kernel thread: it never returns to user mode to be acted on.
+    pub(crate) kernel_thread: bool,
+    /// The user IP, or 0 (kernel mode, guest mode: perf's guest RIP is not exported).
+    pub(crate) ip: u64,
+}
+
+/// Work for the sampled task, merged across samples until it runs.
+pub(crate) struct Deferred {
+    pub(crate) count: u64,
+    pub(crate) action: Action,
+    pub(crate) guest: bool,
+    pub(crate) ip: u64,
+    /// `ratelimit:N`: sleep until this `CLOCK_MONOTONIC` µs.
+    pub(crate) until_us: u64,
+}
+
+impl Deferred {
+    /// Actions in order of severity, so that merged samples keep the strongest.
+    const ACTIONS: [Action; 4] = [Action::None, Action::Warn, Action::Throttle, Action::Kill];
+
+    /// The action as a byte that orders by severity.
+    pub(crate) fn action_code(&self) -> u8 {
+        Self::ACTIONS
+            .iter()
+            .position(|&action| action == self.action)
+            .unwrap_or(0) as u8
+    }
+
+    /// Reassembles a work from its stored parts.
+    pub(crate) fn from_parts(count: u64, action: u8, guest: bool, ip: u64, until_us: u64) -> Self {
+        Deferred {
+            count,
+            action: Self::ACTIONS
+                .get(usize::from(action))
+                .copied()
+                .unwrap_or(Action::None),
+            guest,
+            ip,
+            until_us,
+        }
+    }
+}
+
+/// Entry from the overflow handler. NMI context.
+pub(crate) fn on_sample(sample: &Sample) {
+    if sample.guest {
+        stats::GUEST_BUS_LOCKS.add(sample.count);
+    }
+    let wanted = match control::policy() {
+        Policy::Off => Action::None,
+        Policy::Warn => Action::Warn,
+        Policy::Fatal => Action::Kill,
+        Policy::Ratelimit(_) => Action::Throttle,
+    };
+    // Only a user task about to return to user or guest mode can be acted on; kernel-mode
+    // samples of a user task are recorded only, so no work waits on a long system call.
+    let actionable = !sample.kernel_thread && (sample.user_mode || sample.guest);
+    let mut action = Action::None;
+    if actionable && wanted != Action::None {
+        let until_us = match control::policy() {
+            Policy::Ratelimit(rate) => {
+                THROTTLE_PMU.book(ffi::now_us(), sample.count, rate.per_second())
+            }
+            _ => 0,
+        };
+        let work = Deferred {
+            count: sample.count,
+            action: wanted,
+            guest: sample.guest,
+            ip: sample.ip,
+            until_us,
+        };
+        if ffi::defer_from_nmi(&work).is_ok() {
+            action = wanted;
+        }
+    }
+    let sighting = Sighting {
+        source: Source::Pmu,
+        guest: sample.guest,
+        ip: sample.ip,
+        count: sample.count,
+    };
+    report::record_current(&sighting, action);
+}
+
+/// Runs in the sampled task, in process context, before it returns to user or guest mode.
+pub(crate) fn on_return(work: &Deferred) {
+    match work.action {
+        Action::None => {}
+        Action::Warn => {
+            stats::WARNED.inc();
+            log(work, "");
+        }
+        Action::Kill => {
+            stats::KILLED.inc();
+            log(work, ", sending SIGBUS");
+            ffi::force_sigbus_current();
+        }
+        Action::Throttle => {
+            stats::THROTTLED.inc();
+            let start_ms = ffi::now_ms();
+            while control::throttling() && !ffi::fatal_signal_pending() {
+                let now_us = ffi::now_us();
+                if now_us >= work.until_us {
+                    break;
+                }
+                let left_ms = (work.until_us - now_us).div_ceil(1000);
+                ffi::sleep_killable_ms(left_ms.min(crate::throttle::RETRY_MS.into()) as u32);
+            }
+            stats::THROTTLED_MS.add(ffi::now_ms().saturating_sub(start_ms));
+            stats::WARNED.inc();
+            log(work, "");
+        }
+    }
+}
+
+/// `PMU: <comm>/<pid> caused N bus locks`, in the spirit of the trap's line, rate limited
+/// with it.
+fn log(work: &Deferred, suffix: &str) {
+    crate::trap::log_limited(|| {
+        let comm = ffi::current_comm();
+        let (pid, _) = ffi::current_ids();
+        pr_warn!(
+            "PMU: {}/{} caused {} bus locks{}{}\n",
+            Escaped(until_nul(&comm)),
+            pid,
+            work.count,
+            if work.guest { " in guest mode" } else { "" },
+            suffix
+        );
+    });
+}
