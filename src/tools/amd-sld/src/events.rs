@@ -1,0 +1,413 @@
+//! `amd-sld events`: the module's most recent bus-lock records, once or followed.
+//!
+//! The module keeps the last few records in a ring and numbers them (`seq`) from 0 since
+//! load. A follower that polls too slowly for a storm misses records; the seq gap says how
+//! many, and that loss is always printed, never skipped over.
+
+use std::io::Write;
+use std::thread;
+use std::time::Duration;
+
+use amd_sld_logic::record::{Action, Event};
+
+use crate::failure::Failure;
+use crate::records::{self, EventLine, EVENTS_FILE};
+use crate::sysfs::Sysfs;
+
+/// What a follower does with one record, or with a discontinuity before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Records `first..first + count` were overwritten before they could be read.
+    Lost { first: u64, count: u64 },
+    /// The seq numbers went back: the module was reloaded and numbers from 0 again.
+    Restarted,
+    /// Print the record at this index of the batch.
+    Show(usize),
+}
+
+/// Remembers the next seq to print across reads of the `events` file.
+#[derive(Debug, Default)]
+pub(crate) struct Follower {
+    next_seq: Option<u64>,
+}
+
+impl Follower {
+    /// The steps for one read of the file (oldest record first): records already printed
+    /// are skipped, each gap is reported before the record after it.
+    pub(crate) fn accept(&mut self, batch: &[Event]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        if let (Some(next), Some(newest)) = (self.next_seq, batch.last()) {
+            // Older than what was printed already: the ring was emptied by a reload.
+            if newest.seq.saturating_add(1) < next {
+                steps.push(Step::Restarted);
+                self.next_seq = None;
+            }
+        }
+        for (index, event) in batch.iter().enumerate() {
+            if let Some(next) = self.next_seq {
+                if event.seq < next {
+                    continue;
+                }
+                if event.seq > next {
+                    steps.push(Step::Lost {
+                        first: next,
+                        count: event.seq - next,
+                    });
+                }
+            }
+            steps.push(Step::Show(index));
+            self.next_seq = Some(event.seq.saturating_add(1));
+        }
+        steps
+    }
+}
+
+/// Tracks the `dropped` counter: records the module could not even write (a storm).
+#[derive(Debug, Default)]
+pub(crate) struct DroppedWatch {
+    last: Option<u64>,
+}
+
+impl DroppedWatch {
+    /// Records dropped since the previous reading, so that each is reported once: the
+    /// first reading reports those since load, and so does a decrease (module reloaded).
+    pub(crate) fn update(&mut self, dropped: Option<u64>) -> Option<u64> {
+        let now = dropped?;
+        let increase = match self.last {
+            Some(before) if now >= before => now - before,
+            _ => now,
+        };
+        self.last = Some(now);
+        (increase > 0).then_some(increase)
+    }
+}
+
+fn action_text(action: Action) -> &'static str {
+    match action {
+        Action::None => "counted",
+        Action::Warn => "warned",
+        Action::Kill => "killed (SIGBUS)",
+        Action::Throttle => "throttled",
+    }
+}
+
+/// One record as a readable line, timestamped like dmesg (seconds of CLOCK_MONOTONIC).
+pub(crate) fn describe(event: &Event) -> String {
+    let plural = if event.count == 1 { "" } else { "s" };
+    let guest = if event.guest { ", in a KVM guest" } else { "" };
+    let ip = if event.ip == 0 {
+        "ip unknown".to_owned()
+    } else {
+        format!("ip {:#x}", event.ip)
+    };
+    format!(
+        "[{:>5}.{:03}] #{} cpu {} {} (pid {}, tid {}): {} bus lock{plural} ({}{guest}), {ip}, {}",
+        event.ms / 1000,
+        event.ms % 1000,
+        event.seq,
+        event.cpu,
+        event.comm,
+        event.pid,
+        event.tid,
+        event.count,
+        event.source.as_str(),
+        action_text(event.action),
+    )
+}
+
+fn describe_step(step: Step) -> Option<String> {
+    match step {
+        Step::Lost { first, count } => Some(format!(
+            "-- {count} record{} lost (seq {first}..{}): overwritten before they were read; \
+             poll faster (--interval) --",
+            if count == 1 { "" } else { "s" },
+            first + count - 1
+        )),
+        Step::Restarted => Some("-- seq went back: the module was reloaded --".to_owned()),
+        Step::Show(_) => None,
+    }
+}
+
+/// Output of the `events` command: records and loss notices.
+pub(crate) struct Printer<'a> {
+    raw: bool,
+    out: &'a mut dyn Write,
+    notices: &'a mut dyn Write,
+}
+
+impl<'a> Printer<'a> {
+    /// With `raw`, records are the kernel's lines unchanged and loss notices go to
+    /// `notices` (stderr), so that `out` stays exactly the kernel's format.
+    pub(crate) fn new(
+        raw: bool,
+        out: &'a mut dyn Write,
+        notices: &'a mut dyn Write,
+    ) -> Printer<'a> {
+        Printer { raw, out, notices }
+    }
+
+    fn notice(&mut self, text: &str) -> Result<(), Failure> {
+        let sink = if self.raw {
+            &mut *self.notices
+        } else {
+            &mut *self.out
+        };
+        writeln!(sink, "{text}").map_err(Failure::output)
+    }
+
+    fn print(&mut self, steps: &[Step], batch: &[EventLine]) -> Result<(), Failure> {
+        for &step in steps {
+            match step {
+                Step::Show(index) => {
+                    let record = &batch[index];
+                    let text = if self.raw {
+                        record.line.clone()
+                    } else {
+                        describe(&record.event)
+                    };
+                    writeln!(self.out, "{text}").map_err(Failure::output)?;
+                }
+                other => {
+                    if let Some(text) = describe_step(other) {
+                        self.notice(&text)?;
+                    }
+                }
+            }
+        }
+        self.out.flush().map_err(Failure::output)
+    }
+
+    fn dropped(&mut self, count: u64) -> Result<(), Failure> {
+        self.notice(&format!(
+            "-- {count} record{} dropped by the module under contention, never written \
+             (the counters still count those bus locks) --",
+            if count == 1 { "" } else { "s" }
+        ))
+    }
+}
+
+/// One read of `events`: the records, or why there are none to read.
+fn read_batch(sysfs: &Sysfs) -> Result<Vec<EventLine>, Failure> {
+    records::read_events(sysfs)?.ok_or_else(|| records::missing(sysfs, EVENTS_FILE))
+}
+
+/// Prints the records; with `follow`, keeps polling every `interval` for new ones.
+pub(crate) fn run(
+    sysfs: &Sysfs,
+    follow: bool,
+    interval: Duration,
+    printer: &mut Printer<'_>,
+) -> Result<(), Failure> {
+    sysfs.require_loaded()?;
+    let mut follower = Follower::default();
+    let mut dropped = DroppedWatch::default();
+    loop {
+        let batch = read_batch(sysfs)?;
+        let events: Vec<Event> = batch.iter().map(|record| record.event).collect();
+        let steps = follower.accept(&events);
+        printer.print(&steps, &batch)?;
+        if let Some(count) = dropped.update(sysfs.read_counter("dropped")?) {
+            printer.dropped(count)?;
+        }
+        if !follow {
+            return Ok(());
+        }
+        thread::sleep(interval);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_sysfs::FakeSysfs;
+    use amd_sld_logic::record::{Comm, Source};
+
+    fn event(seq: u64) -> Event {
+        Event {
+            seq,
+            ms: 123_456 + seq,
+            cpu: 2,
+            pid: 345,
+            tid: 346,
+            comm: Comm::new(b"python3"),
+            source: Source::Bld,
+            guest: false,
+            ip: 0x40_1234,
+            count: 1,
+            action: Action::Warn,
+        }
+    }
+
+    fn batch(seqs: impl IntoIterator<Item = u64>) -> Vec<Event> {
+        seqs.into_iter().map(event).collect()
+    }
+
+    #[test]
+    fn follower_prints_each_record_once() {
+        let mut follower = Follower::default();
+        assert_eq!(
+            follower.accept(&batch(5..8)),
+            [Step::Show(0), Step::Show(1), Step::Show(2)],
+            "the first read shows the whole ring, no loss before it"
+        );
+        assert_eq!(follower.accept(&batch(5..8)), []);
+        assert_eq!(
+            follower.accept(&batch(6..10)),
+            [Step::Show(2), Step::Show(3)]
+        );
+        assert_eq!(follower.accept(&[]), []);
+    }
+
+    #[test]
+    fn follower_reports_every_gap() {
+        let mut follower = Follower::default();
+        follower.accept(&batch(0..3));
+        // The ring moved on by 40 records between two reads: 3..=39 were overwritten.
+        assert_eq!(
+            follower.accept(&batch(40..42)),
+            [
+                Step::Lost {
+                    first: 3,
+                    count: 37
+                },
+                Step::Show(0),
+                Step::Show(1)
+            ]
+        );
+        // A gap inside one read is reported too.
+        assert_eq!(
+            follower.accept(&batch([42, 45])),
+            [
+                Step::Show(0),
+                Step::Lost {
+                    first: 43,
+                    count: 2
+                },
+                Step::Show(1)
+            ]
+        );
+    }
+
+    #[test]
+    fn follower_notices_a_reload() {
+        let mut follower = Follower::default();
+        follower.accept(&batch(0..50));
+        assert_eq!(
+            follower.accept(&batch(0..2)),
+            [Step::Restarted, Step::Show(0), Step::Show(1)]
+        );
+    }
+
+    #[test]
+    fn dropped_watch_reports_increases_only() {
+        let mut watch = DroppedWatch::default();
+        assert_eq!(watch.update(Some(0)), None);
+        assert_eq!(watch.update(Some(7)), Some(7));
+        assert_eq!(watch.update(Some(7)), None);
+        assert_eq!(watch.update(Some(10)), Some(3));
+        assert_eq!(watch.update(None), None, "not available");
+        assert_eq!(watch.update(Some(2)), Some(2), "reloaded: all since load");
+        assert_eq!(watch.update(Some(3)), Some(1));
+        let mut first = DroppedWatch::default();
+        assert_eq!(
+            first.update(Some(5)),
+            Some(5),
+            "since load, at the first read"
+        );
+    }
+
+    #[test]
+    fn readable_lines() {
+        assert_eq!(
+            describe(&event(7)),
+            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346): 1 bus lock (bld), ip 0x401234, warned"
+        );
+        let pmu = Event {
+            source: Source::Pmu,
+            guest: true,
+            ip: 0,
+            count: 10_000,
+            action: Action::None,
+            comm: Comm::new(b"CPU 0/KVM"),
+            ..event(8)
+        };
+        assert_eq!(
+            describe(&pmu),
+            "[  123.464] #8 cpu 2 CPU\\x200/KVM (pid 345, tid 346): 10000 bus locks (pmu, in a KVM guest), ip unknown, counted"
+        );
+    }
+
+    fn run_once(fake: &FakeSysfs, raw: bool) -> (String, String) {
+        let (mut out, mut notices) = (Vec::new(), Vec::new());
+        let mut printer = Printer::new(raw, &mut out, &mut notices);
+        run(
+            &Sysfs::new(fake.root()),
+            false,
+            Duration::ZERO,
+            &mut printer,
+        )
+        .unwrap();
+        (
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(notices).unwrap(),
+        )
+    }
+
+    #[test]
+    fn raw_prints_the_kernel_lines_unchanged() {
+        let fake = FakeSysfs::loaded();
+        let lines = format!("{}\n{} future=1\n", event(1), event(2));
+        fake.write("sys/kernel/amd_sld/events", &lines);
+        let (out, notices) = run_once(&fake, true);
+        assert_eq!(out, lines);
+        assert_eq!(notices, "");
+        let (out, _) = run_once(&fake, false);
+        assert_eq!(out.lines().count(), 2);
+        assert!(out.starts_with("[  123.457] #1 "), "{out}");
+    }
+
+    #[test]
+    fn loss_notices_go_to_stderr_in_raw_mode() {
+        let (mut out, mut notices) = (Vec::new(), Vec::new());
+        let records: Vec<EventLine> = batch([3, 9])
+            .into_iter()
+            .map(|event| EventLine {
+                event,
+                line: event.to_string(),
+            })
+            .collect();
+        let events: Vec<Event> = records.iter().map(|record| record.event).collect();
+        let mut follower = Follower { next_seq: Some(3) };
+        let steps = follower.accept(&events);
+        Printer::new(true, &mut out, &mut notices)
+            .print(&steps, &records)
+            .unwrap();
+        assert_eq!(out.split(|&b| b == b'\n').count(), 3);
+        assert_eq!(
+            String::from_utf8(notices).unwrap(),
+            "-- 5 records lost (seq 4..8): overwritten before they were read; poll faster (--interval) --\n"
+        );
+    }
+
+    #[test]
+    fn needs_the_module_and_the_file() {
+        let fake = FakeSysfs::loaded();
+        fake.remove("sys/kernel/amd_sld/events");
+        let (mut out, mut notices) = (std::io::sink(), std::io::sink());
+        let mut printer = Printer::new(false, &mut out, &mut notices);
+        let sysfs = Sysfs::new(fake.root());
+        assert_eq!(
+            run(&sysfs, false, Duration::ZERO, &mut printer)
+                .unwrap_err()
+                .exit_code(),
+            1
+        );
+        fake.remove("sys/module/amd_sld");
+        assert_eq!(
+            run(&sysfs, false, Duration::ZERO, &mut printer)
+                .unwrap_err()
+                .exit_code(),
+            3
+        );
+    }
+}
