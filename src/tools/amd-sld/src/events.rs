@@ -12,6 +12,7 @@ use amd_sld_logic::record::{Action, Event};
 
 use crate::failure::Failure;
 use crate::records::{self, EventLine, EVENTS_FILE};
+use crate::snapshot::DROPPED_FILE;
 use crate::sysfs::Sysfs;
 
 /// What a follower does with one record, or with a discontinuity before it.
@@ -206,7 +207,7 @@ pub(crate) fn run(
         let events: Vec<Event> = batch.iter().map(|record| record.event).collect();
         let steps = follower.accept(&events);
         printer.print(&steps, &batch)?;
-        if let Some(count) = dropped.update(sysfs.read_counter("dropped")?) {
+        if let Some(count) = dropped.update(sysfs.read_counter(DROPPED_FILE)?) {
             printer.dropped(count)?;
         }
         if !follow {

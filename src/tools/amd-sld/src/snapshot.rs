@@ -30,6 +30,9 @@ pub(crate) struct CounterSpec {
     pub(crate) unit: Unit,
 }
 
+/// The counter of records the module could not write, which `events` also watches.
+pub(crate) const DROPPED_FILE: &str = "dropped";
+
 /// Every counter of the ABI, in the order `status` shows them.
 pub(crate) const COUNTERS: [CounterSpec; 7] = [
     CounterSpec {
@@ -69,7 +72,7 @@ pub(crate) const COUNTERS: [CounterSpec; 7] = [
         unit: Unit::Events,
     },
     CounterSpec {
-        file: "dropped",
+        file: DROPPED_FILE,
         metric: "amd_sld_events_dropped_total",
         help: "Bus-lock records lost to contention (counters still count every bus lock).",
         unit: Unit::Events,

@@ -103,13 +103,34 @@ impl Sysfs {
 
     /// Writes `value` to a parameter in one `write()`, as `echo value > file` does. The file
     /// must exist: creating one would only hide a missing module from the caller.
-    pub(crate) fn write_parameter(&self, parameter: Parameter, value: &str) -> io::Result<()> {
+    pub(crate) fn write_parameter(
+        &self,
+        parameter: Parameter,
+        value: &str,
+    ) -> Result<(), ParameterWriteError> {
         let mut file = fs::OpenOptions::new()
             .write(true)
             .truncate(true)
-            .open(self.parameter_path(parameter))?;
+            .open(self.parameter_path(parameter))
+            .map_err(|err| {
+                if err.kind() == io::ErrorKind::NotFound {
+                    ParameterWriteError::Missing
+                } else {
+                    ParameterWriteError::Refused(err)
+                }
+            })?;
         file.write_all(format!("{value}\n").as_bytes())
+            .map_err(ParameterWriteError::Refused)
     }
+}
+
+/// Why a parameter write failed.
+#[derive(Debug)]
+pub(crate) enum ParameterWriteError {
+    /// There is no such parameter file: the module is gone, or predates the parameter.
+    Missing,
+    /// Opening or writing failed: the kernel's answer (permissions, or the module's errno).
+    Refused(io::Error),
 }
 
 /// A sysfs value without the newline the kernel ends it with.
@@ -205,7 +226,7 @@ mod tests {
         );
         fake.remove("sys/module/amd_sld/parameters/source");
         let err = sysfs.write_parameter(Parameter::Source, "pmu").unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+        assert!(matches!(err, ParameterWriteError::Missing), "{err:?}");
         assert!(!sysfs.parameter_path(Parameter::Source).exists());
     }
 }

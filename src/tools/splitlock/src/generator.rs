@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 /// ago keep to `per_second`; `None` when one is due now. Operation n is due at n / rate
 /// seconds, so a late thread catches up in a burst instead of losing the time.
 pub(crate) fn wait_before_next(done: u64, per_second: f64, elapsed: Duration) -> Option<Duration> {
-    let due = Duration::try_from_secs_f64(done as f64 / per_second).ok()?;
+    // Too far ahead to represent: not due before the deadline, which bounds the sleep.
+    let due = Duration::try_from_secs_f64(done as f64 / per_second).unwrap_or(Duration::MAX);
     due.checked_sub(elapsed).filter(|wait| !wait.is_zero())
 }
 
@@ -83,6 +84,7 @@ mod tests {
         assert_eq!(wait_before_next(1, 10.0, ms(100)), None);
         assert_eq!(wait_before_next(3, 10.0, ms(250)), Some(ms(50)));
         assert_eq!(wait_before_next(3, 10.0, ms(900)), None, "late: catch up");
+        assert_eq!(wait_before_next(1, 1e-300, ms(0)), Some(Duration::MAX));
     }
 
     #[test]

@@ -231,8 +231,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
     if cli.victim {
         println!(
-            "splitlock: victim copying {} MiB halves of a {} MiB buffer, MB/s every second",
-            cli.victim_mib / 2,
+            "splitlock: victim copying one half of a {} MiB buffer onto the other, MB/s every second",
             cli.victim_mib
         );
     }
