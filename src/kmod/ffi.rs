@@ -530,6 +530,35 @@ pub(crate) fn wait_for_deferred_work() {
 // ---------------------------------------------------------------------------------------
 // Module parameter and module lock.
 
+/// Parses a parameter write with `store`.
+///
+/// # Safety
+///
+/// `value` is the NUL-terminated string the module parameter core passes to `set()`.
+unsafe fn param_set(value: *const c_char, store: fn(&[u8]) -> Result) -> c_int {
+    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty).
+    let bytes = unsafe { CStr::from_char_ptr(value) }.as_bytes();
+    errno_of(store(bytes))
+}
+
+/// Renders a parameter read with `show`.
+///
+/// # Safety
+///
+/// `buffer` is the `PAGE_SIZE` buffer the module parameter core passes to `get()`.
+unsafe fn param_get(
+    buffer: *mut c_char,
+    show: fn(&mut SliceWriter<'_>) -> core::fmt::Result,
+) -> c_int {
+    // SAFETY: `param_attr_show()` passes a buffer of `PAGE_SIZE` bytes.
+    let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
+    let mut out = SliceWriter::new(page);
+    match show(&mut out) {
+        Ok(()) => c_int::try_from(out.len()).unwrap_or(0),
+        Err(_) => code::EINVAL.to_errno(),
+    }
+}
+
 /// # Safety
 ///
 /// Called by the module parameter core only, with `value` a NUL-terminated string.
@@ -538,9 +567,8 @@ unsafe extern "C" fn amd_sld_policy_set(
     value: *const c_char,
     _param: *const bindings::kernel_param,
 ) -> c_int {
-    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty).
-    let bytes = unsafe { CStr::from_char_ptr(value) }.as_bytes();
-    errno_of(crate::control::store(bytes))
+    // SAFETY: the caller's contract is `param_set`'s.
+    unsafe { param_set(value, crate::control::store) }
 }
 
 /// # Safety
@@ -551,13 +579,8 @@ unsafe extern "C" fn amd_sld_policy_get(
     buffer: *mut c_char,
     _param: *const bindings::kernel_param,
 ) -> c_int {
-    // SAFETY: `param_attr_show()` passes a buffer of `PAGE_SIZE` bytes.
-    let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
-    let mut out = SliceWriter::new(page);
-    match crate::control::show(&mut out) {
-        Ok(()) => c_int::try_from(out.len()).unwrap_or(0),
-        Err(_) => code::EINVAL.to_errno(),
-    }
+    // SAFETY: the caller's contract is `param_get`'s.
+    unsafe { param_get(buffer, crate::control::show) }
 }
 
 /// # Safety
@@ -568,9 +591,8 @@ unsafe extern "C" fn amd_sld_source_set(
     value: *const c_char,
     _param: *const bindings::kernel_param,
 ) -> c_int {
-    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty).
-    let bytes = unsafe { CStr::from_char_ptr(value) }.as_bytes();
-    errno_of(crate::control::store_source(bytes))
+    // SAFETY: the caller's contract is `param_set`'s.
+    unsafe { param_set(value, crate::control::store_source) }
 }
 
 /// # Safety
@@ -581,13 +603,8 @@ unsafe extern "C" fn amd_sld_source_get(
     buffer: *mut c_char,
     _param: *const bindings::kernel_param,
 ) -> c_int {
-    // SAFETY: `param_attr_show()` passes a buffer of `PAGE_SIZE` bytes.
-    let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
-    let mut out = SliceWriter::new(page);
-    match crate::control::show_source(&mut out) {
-        Ok(()) => c_int::try_from(out.len()).unwrap_or(0),
-        Err(_) => code::EINVAL.to_errno(),
-    }
+    // SAFETY: the caller's contract is `param_get`'s.
+    unsafe { param_get(buffer, crate::control::show_source) }
 }
 
 /// Holds this module's parameter lock, which the kernel also takes around every write of a
