@@ -14,10 +14,12 @@ BUILD := build/$(flavour)-$(kdir_id)
 KO := $(if $(filter 1,$(SIM)),build/sim/amd_sld.ko,amd_sld.ko)
 
 MODULE_SOURCES := Kbuild $(sort $(wildcard src/kmod/*.rs src/kmod/*/*.rs src/kmod/*.c src/logic/src/*.rs))
-KBUILD_VARS := RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
+# A kernel built with clang (the debug flavour: KASAN with Rust) needs its modules built by clang.
+KCC := $(if $(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),clang)
+KBUILD_VARS := $(if $(KCC),CC=$(KCC)) RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
 	AMD_SLD_SIM=$(SIM) AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
 
-.PHONY: all module setup kernel check host-test lint vmtest demo stress bench install clean help
+.PHONY: all module setup kernel check host-test lint vmtest demo stress bench dkms-build install clean help
 
 all module: $(KO)
 
@@ -51,6 +53,15 @@ vmtest:
 demo:
 	scripts/demo
 
+stress:
+	scripts/stress
+
+bench:
+	scripts/bench
+
+dkms-build:
+	scripts/dkms-build
+
 install: $(KO)
 	install -D -m 0644 $(KO) $(DESTDIR)/lib/modules/$(shell uname -r)/extra/amd_sld.ko
 	[ -n "$(DESTDIR)" ] || depmod -a
@@ -66,3 +77,6 @@ help:
 	@echo "make check                       every test: host, lints, module, VM; ends 'N passed, N failed'"
 	@echo "make demo                        the whole story in a VM on simulated hardware"
 	@echo "make install                     install amd_sld.ko for the running kernel"
+	@echo "make stress                      reliability: host fuzzing + VM suite on the debug kernel (~15 min)"
+	@echo "make bench                       performance figures in the VM; rewrites docs/performance.md"
+	@echo "make dkms-build                  dkms add + build against the test kernel, in a private DKMS tree"

@@ -15,56 +15,7 @@
 #   AMD_SLD_EXPECT_CPUS  fail, rather than pass vacuously, unless this many CPUs are online
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-KO=${AMD_SLD_KO:-/amd_sld/amd_sld.ko}
-SIM_KO=${AMD_SLD_SIM_KO:-/amd_sld/sim/amd_sld.ko}
-SYS=/sys/kernel/amd_sld
-PARAM=/sys/module/amd_sld/parameters/split_lock_detect
-DBG=/sys/kernel/debug/amd_sld
-BUSLOCK="$HERE/buslock"
-STEPCHECK="$HERE/stepcheck"
-KERNEL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
-
-fail() {
-	echo "$*"
-	exit 1
-}
-
-skip() {
-	echo "SKIP: $*"
-	exit 4
-}
-
-expect_eq() { # what actual expected
-	[ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
-}
-
-counter() {
-	cat "$SYS/$1"
-}
-
-load_sim() {
-	insmod "$SIM_KO" "$@" || fail "insmod of the test build failed ($*)"
-}
-
-unload() {
-	rmmod amd_sld || fail "rmmod amd_sld failed"
-}
-
-set_policy() {
-	echo "$1" > "$PARAM" || fail "writing '$1' to split_lock_detect failed"
-}
-
-debugctl() { # cpu
-	echo $(($(cat "$DBG/debugctl_cpu$1") + 0))
-}
-
-field() { # name line
-	echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | tail -n 1
-}
-
-online_cpus() {
-	cat /sys/devices/system/cpu/online
-}
+. "$HERE/lib.sh"
 
 # ---------------------------------------------------------------------------------------
 
@@ -390,6 +341,104 @@ event_record_bound_and_loss_counted_under_storm() { # (sim)
 	unload
 }
 
+# --- The amd-sld CLI against the live module (its host tests cover parsing and formatting)
+
+AMD_SLD_CLI=$(command -v amd-sld)
+
+need_cli() {
+	[ -n "$AMD_SLD_CLI" ] || fail "amd-sld is not on PATH (scripts/build-tools builds it; vmtest copies it)"
+}
+
+as_nobody() { # command...: run as an unprivileged user (uid 65534)
+	su -s /bin/sh nobody -c "$*"
+}
+
+cli_without_the_module() {
+	need_cli
+	out=$(amd-sld status 2>&1)
+	expect_eq "status exit code without the module" "$?" 3
+	echo "$out" | grep -q "module      not loaded" || fail "status does not say 'not loaded': $out"
+	expect_eq "status --json without the module" "$(amd-sld status --json 2> /dev/null)" '{"loaded":false}'
+	for args in "top --once" "events" "set warn"; do
+		amd-sld $args > /dev/null 2> /tmp/err
+		expect_eq "'amd-sld $args' exit code without the module" "$?" 3
+		grep -q "modprobe amd_sld" /tmp/err || fail "'amd-sld $args' does not say how to load: $(cat /tmp/err)"
+	done
+	prom=$(amd-sld export --prometheus) || fail "export fails without the module"
+	echo "$prom" | grep -qx "amd_sld_up 0" || fail "export without the module lacks 'amd_sld_up 0': $prom"
+}
+
+cli_status_matches_sysfs() { # (sim)
+	need_cli
+	load_sim split_lock_detect=ratelimit:50
+	out=$("$BUSLOCK" -o -n 7) || fail "buslock failed: $out"
+	json=$(amd-sld status --interval 0 --json) || fail "status --json failed"
+	echo "$json"
+	for pair in '"loaded":true' '"policy":"ratelimit:50"' '"source":"bld"' '"requested_source":"auto"' \
+		"\"armed_cpus\":\"$(online_cpus)\"" "\"armed_cpu_count\":$(nproc)" '"bus_locks":7' '"throttled":0' \
+		"\"dropped\":$(counter dropped)"; do
+		echo "$json" | grep -qF "$pair" || fail "status --json lacks $pair"
+	done
+	text=$(amd-sld status --interval 1) || fail "status failed"
+	echo "$text"
+	echo "$text" | grep -qE '^policy +ratelimit:50$' || fail "status text lacks the policy"
+	echo "$text" | grep -qE '^bus_locks +7 +0\.0$' || fail "status text: bus_locks should be 7 at 0.0/s"
+	unload
+}
+
+cli_set_validates_and_changes_the_live_policy() { # (sim)
+	need_cli
+	load_sim
+	amd-sld set ratelimit:5 || fail "set ratelimit:5 failed"
+	expect_eq "policy after 'amd-sld set ratelimit:5'" "$(cat $PARAM)" "ratelimit:5"
+	for bad in ratelimit:0 ratelimit:1001 WARN "warn " ""; do
+		amd-sld set "$bad" > /dev/null 2> /tmp/err
+		expect_eq "exit code of 'set $bad'" "$?" 2
+		[ -s /tmp/err ] || fail "'set $bad' failed without a message"
+		expect_eq "policy after rejected '$bad'" "$(cat $PARAM)" "ratelimit:5"
+	done
+	amd-sld set --source pmu || fail "set --source pmu failed"
+	expect_eq "source after 'set --source pmu'" "$(counter source)" pmu
+	amd-sld set --source bld || fail "set --source bld failed"
+	expect_eq "source after 'set --source bld'" "$(counter source)" bld
+	amd-sld set --source nonsense > /dev/null 2>&1
+	expect_eq "exit code of 'set --source nonsense'" "$?" 2
+	unload
+}
+
+cli_top_events_and_export_name_the_offender() { # (sim)
+	need_cli
+	load_sim
+	out=$("$BUSLOCK" -o -n 4) || fail "buslock failed: $out"
+	pid=$(field pid "$out")
+	top=$(amd-sld top --once) || fail "top --once failed"
+	echo "$top"
+	echo "$top" | grep -qE "^ *$pid +buslock +4( |$)" || fail "top does not show pid $pid (buslock) with 4"
+	expect_eq "events --raw is the kernel's record" "$(amd-sld events --raw)" "$(cat $SYS/events)"
+	expect_eq "events: one line per bus lock of pid $pid" "$(amd-sld events | grep -c "buslock (pid $pid, tid $pid): 1 bus lock (bld), ip 0x")" 4
+	prom=$(amd-sld export --prometheus) || fail "export failed"
+	for line in "amd_sld_up 1" "amd_sld_bus_locks_total 4" "# TYPE amd_sld_bus_locks_total counter" \
+		"amd_sld_offender_bus_locks{pid=\"$pid\",comm=\"buslock\"} 4"; do
+		echo "$prom" | grep -qxF "$line" || fail "export lacks '$line'"
+	done
+	unload
+}
+
+cli_needs_root_to_act_and_says_so() { # (sim)
+	need_cli
+	load_sim
+	as_nobody amd-sld set fatal > /dev/null 2> /tmp/err
+	expect_eq "exit code of 'set fatal' as uid 65534" "$?" 4
+	grep -q "root" /tmp/err || fail "no word of root in: $(cat /tmp/err)"
+	expect_eq "policy after the unprivileged set" "$(cat $PARAM)" warn
+	for args in "top --once" "events"; do
+		as_nobody amd-sld $args > /dev/null 2>&1
+		expect_eq "exit code of '$args' as uid 65534 (the records name processes)" "$?" 4
+	done
+	as_nobody amd-sld status --interval 0 > /dev/null || fail "status must work for any user"
+	unload
+}
+
 # --- The PMU source, on the simulated counter (a per-CPU write breakpoint: selftests/README.md)
 
 pmu_counts_exactly_and_attributes() { # (sim)
@@ -400,30 +449,36 @@ pmu_counts_exactly_and_attributes() { # (sim)
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		expect_eq "CPU $c DEBUGCTL untouched by the PMU source" "$(debugctl "$c")" 0
 	done
-	"$BUSLOCK" -P -n 3000 > /tmp/a.out & a=$!
-	"$BUSLOCK" -P -n 1000 > /tmp/b.out & b=$!
-	"$BUSLOCK" -P -n 300 > /tmp/c.out & c=$!
+	# Sustained offenders, as sampling sees them in production: 2 s at three rates.
+	"$BUSLOCK" -P -n 0 -t 2000 -r 3000 > /tmp/a.out & a=$!
+	"$BUSLOCK" -P -n 0 -t 2000 -r 1000 > /tmp/b.out & b=$!
+	"$BUSLOCK" -P -n 0 -t 2000 -r 300 > /tmp/c.out & c=$!
 	wait $a && wait $b && wait $c || fail "buslock failed"
-	expect_eq "bus_locks (exact, from counter reads)" "$(counter bus_locks)" 4300
+	total=0
+	for x in a b c; do total=$((total + $(field events "$(cat /tmp/$x.out)"))); done
+	expect_eq "bus_locks (exact, from counter reads)" "$(counter bus_locks)" "$total"
 	cat $SYS/top > /tmp/top
 	sed 's/^/  /' /tmp/top
 	for x in a b c; do eval "pid_$x=\$(field pid \"\$(cat /tmp/$x.out)\")"; done
-	# Per-process figures are sample periods, an estimate that the simulator's software
-	# event makes unreliable even in ranking (docs/design.md): every process must be found.
 	for pid in $pid_a $pid_b $pid_c; do
 		grep -q "^pid=$pid comm=buslock " /tmp/top || fail "process $pid missing from top"
 	done
-	# Per-process figures are sums of sample periods, perf's estimate (docs/design.md); the
-	# total above is exact. Every process must be found, none may be missed.
+	# Each sample charges the count since that CPU's previous sample to the task it
+	# interrupted (docs/design.md): the charges never exceed the exact total; what follows a
+	# CPU's last sample is not charged to anyone.
 	attributed=$(sed 's/.* bus_locks=\([0-9]*\) .*/\1/' /tmp/top | paste -sd+ | bc)
-	echo "attributed by samples: $attributed of 4300 exact"
-	[ "$attributed" -ge 2150 ] || fail "samples attribute only $attributed of 4300 bus locks"
+	echo "attributed by samples: $attributed of $total exact (dropped $(counter dropped))"
+	[ "$attributed" -le "$total" ] || fail "samples over-attribute: $attributed of $total bus locks"
+	# Measured: 73% to 96% (docs/design.md); less than half would mean samples go missing.
+	[ "$attributed" -ge $((total / 2)) ] || fail "samples attribute only $attributed of $total bus locks"
+	top_pid=$(head -n 1 /tmp/top | sed 's/^pid=\([0-9]*\) .*/\1/')
+	expect_eq "heaviest process (3000/s) first in top" "$top_pid" "$pid_a"
 	expect_eq "event lines in the documented format" "$(grep -cvE "$EVENT_RE" $SYS/events)" 0
 	grep -q " pid=$pid_a tid=$pid_a comm=buslock source=pmu guest=0 ip=0x[0-9a-f]* count=[0-9]* action=warn" $SYS/events ||
 		fail "no pmu event attributed to the heaviest process"
 	dmesg | grep -qE "amd_sld: PMU: buslock/[0-9]+ caused [0-9]+ bus locks$" || fail "no PMU warn line"
 	unload
-	dmesg | grep -q "amd_sld: unloaded: 4300 bus locks .*PMU counters released on CPUs $(online_cpus)\$" ||
+	dmesg | grep -q "amd_sld: unloaded: $total bus locks .*PMU counters released on CPUs $(online_cpus)\$" ||
 		fail "unload line does not give the exact total"
 }
 
@@ -463,11 +518,13 @@ pmu_ratelimit_100_three_processes() { pmu_ratelimit_case 100 3; }
 pmu_guest_mode_flagged() { # (sim)
 	load_sim source=pmu
 	echo 1 > $DBG/sim_guest
-	out=$("$BUSLOCK" -o -P -n 500) || fail "buslock failed: $out"
-	expect_eq "bus_locks" "$(counter bus_locks)" 500
+	out=$("$BUSLOCK" -o -P -n 0 -t 1500 -r 1000) || fail "buslock failed: $out"
+	events=$(field events "$out")
+	expect_eq "bus_locks" "$(counter bus_locks)" "$events"
 	guest=$(counter guest_bus_locks)
-	echo "guest_bus_locks (sample estimate) $guest for 500"
-	[ "$guest" -ge 250 ] || fail "guest_bus_locks $guest, expected most of 500"
+	echo "guest_bus_locks (sampled) $guest of $events"
+	[ "$guest" -ge $((events * 8 / 10)) ] && [ "$guest" -le "$events" ] ||
+		fail "guest_bus_locks $guest, expected most of $events and no more"
 	grep -q "source=pmu guest=0" $SYS/events && fail "a sample of the guest process was not flagged"
 	grep -q "source=pmu guest=1 ip=0x0 " $SYS/events || fail "no guest event"
 	grep -q "bus_locks=[0-9]* guest=1 " $SYS/top || fail "top does not flag the guest"
@@ -619,46 +676,13 @@ ratelimit_10_three_processes ratelimit_100_one_process ratelimit_100_three_proce
 off_disarms_and_keeps_counters policy_switches_while_events_flow cpu_offline_online_while_loaded
 counters_equal_events single_step_and_ptrace_unchanged kernel_handle_bus_lock_never_called
 event_record_format_and_attribution event_record_bound_and_loss_counted_under_storm
+cli_without_the_module cli_status_matches_sysfs cli_set_validates_and_changes_the_live_policy
+cli_top_events_and_export_name_the_offender cli_needs_root_to_act_and_says_so
 pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process
 pmu_ratelimit_100_three_processes pmu_guest_mode_flagged pmu_storm_interrupts_bounded pmu_cpu_hotplug
 source_switches_at_runtime pmu_unload_under_load refuses_pmu_without_a_pmu
 debugctl_rmw_preserves_other_bits arming_failure_is_all_or_nothing refuses_without_bus_lock_detect
 default_build_has_no_simulation real_hardware_bus_lock_trap"
 
-[ "$(id -u)" = 0 ] || { echo "amd_sld selftests need root" >&2; exit 4; }
-mountpoint -q /sys/kernel/debug 2> /dev/null || mount -t debugfs none /sys/kernel/debug 2> /dev/null
-
-cases=${AMD_SLD_CASES:-$CASES}
-set -- $cases
-echo "KTAP version 1"
-echo "1..$#"
-n=0 pass=0 failed=0 skipped=0
-for case in $cases; do
-	n=$((n + 1))
-	[ -e /sys/module/amd_sld ] && rmmod amd_sld 2> /dev/null
-	dmesg -c > /dev/null 2>&1
-	(set +e; "$case") > /tmp/case.out 2>&1
-	rc=$?
-	[ -e /sys/module/amd_sld ] && rmmod amd_sld 2> /dev/null
-	case $rc in
-	0)
-		sed 's/^/# /' /tmp/case.out
-		echo "ok $n $case"
-		pass=$((pass + 1))
-		;;
-	4)
-		echo "ok $n $case # SKIP $(sed -n 's/^SKIP: //p' /tmp/case.out | head -n 1)"
-		skipped=$((skipped + 1))
-		;;
-	*)
-		sed 's/^/# /' /tmp/case.out
-		dmesg | grep amd_sld | tail -n 20 | sed 's/^/# dmesg: /'
-		echo "not ok $n $case"
-		failed=$((failed + 1))
-		;;
-	esac
-done
-echo "# Totals: pass:$pass fail:$failed xfail:0 xpass:0 skip:$skipped error:0"
-[ $failed -eq 0 ] || exit 1
-[ $pass -eq 0 ] && [ $skipped -gt 0 ] && exit 4
-exit 0
+# shellcheck disable=SC2086 # a list of case names
+run_cases ${AMD_SLD_CASES:-$CASES}

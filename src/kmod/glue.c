@@ -64,6 +64,13 @@ bool amd_sld_fatal_signal_pending(void)
 	return fatal_signal_pending(current);
 }
 
+/* local64_read() is a static inline; struct perf_event is not in the bindings' surface. */
+u64 amd_sld_perf_event_count(struct perf_event *event);
+u64 amd_sld_perf_event_count(struct perf_event *event)
+{
+	return local64_read(&event->count);
+}
+
 /* A macro for synchronize_rcu() on kernels without CONFIG_TASKS_RCU. */
 void amd_sld_synchronize_rcu_tasks(void);
 void amd_sld_synchronize_rcu_tasks(void)

@@ -20,7 +20,8 @@ use crate::stats;
 
 /// What the overflow handler saw.
 pub(crate) struct Sample {
-    /// Bus locks the sample stands for (the sample period).
+    /// Bus locks the sample stands for: those counted on this CPU since its previous
+    /// sample, charged to the task that was running when the counter overflowed.
     pub(crate) count: u64,
     /// The CPU was in user mode.
     pub(crate) user_mode: bool,
@@ -71,6 +72,9 @@ impl Deferred {
 
 /// Entry from the overflow handler. NMI context.
 pub(crate) fn on_sample(sample: &Sample) {
+    if sample.count == 0 {
+        return;
+    }
     if sample.guest {
         stats::GUEST_BUS_LOCKS.add(sample.count);
     }

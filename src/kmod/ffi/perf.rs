@@ -27,6 +27,8 @@ extern "C" {
         enabled: *mut u64,
         running: *mut u64,
     ) -> u64;
+    /// glue.c: `local64_read(&event->count)`, NMI-safe.
+    fn amd_sld_perf_event_count(event: *mut bindings::perf_event) -> u64;
     // `task_struct` trips `improper_ctypes` (a zero-sized member): pass it untyped.
     fn task_work_add(task: *mut c_void, work: *mut bindings::callback_head, mode: c_uint) -> c_int;
 }
@@ -85,6 +87,10 @@ pub(crate) struct CounterSpec {
 static COUNTERS: [AtomicPtr<bindings::perf_event>; MAX_CPUS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
 
+/// Each CPU's count at its counter's previous overflow: the next sample stands for the
+/// difference. Only that CPU's overflow handler touches it while the counter lives.
+static COUNT_AT_LAST_SAMPLE: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
 fn counter_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
     COUNTERS.get(usize::try_from(cpu).ok()?)
 }
@@ -109,6 +115,10 @@ pub(crate) fn start_counter(cpu: u32, spec: &CounterSpec) -> Result {
         bp_len_or_config2: spec.bp_len,
         rest: [0; 8],
     };
+    // A new counter starts from zero.
+    if let Some(last) = COUNT_AT_LAST_SAMPLE.get(cpu as usize) {
+        last.store(0, Ordering::Relaxed);
+    }
     let cpu = c_int::try_from(cpu).map_err(|_| kernel::error::code::EINVAL)?;
     // SAFETY: `attr` is a valid, fully initialised attribute that perf copies; a null task
     // and a CPU number make a per-CPU counter; the handler has the overflow signature and
@@ -162,12 +172,21 @@ pub(crate) fn read_counters(_cpus: &super::CpusReadLocked, _param: &super::Param
 ///
 /// Called by perf only, in NMI (PMU) or #DB (breakpoint) context, with valid arguments.
 unsafe extern "C" fn on_overflow(
-    _event: *mut bindings::perf_event,
-    data: *mut PerfSampleDataHead,
+    event: *mut bindings::perf_event,
+    _data: *mut PerfSampleDataHead,
     regs: *mut bindings::pt_regs,
 ) {
-    // SAFETY: perf passes its own sample data, whose `period` it set to the sample period.
-    let count = unsafe { (*data).period };
+    // Not the sample period: in frequency mode perf re-programs the period between
+    // overflows, and the periods then sum to several times the count. The difference of
+    // the count itself, which perf brings up to date before it calls this handler, sums
+    // exactly to what the counter counted.
+    // SAFETY: perf passes the live event that overflowed.
+    let now = unsafe { amd_sld_perf_event_count(event) };
+    let count = COUNT_AT_LAST_SAMPLE
+        .get(super::this_cpu() as usize)
+        .map_or(0, |last| {
+            now.saturating_sub(last.swap(now, Ordering::Relaxed))
+        });
     // SAFETY: perf passes the interrupted registers, valid for the call.
     let regs = unsafe { &*regs };
     // SAFETY: every variant of the union is a plain integer; bits 0-1 are the CPL.
@@ -177,7 +196,7 @@ unsafe extern "C" fn on_overflow(
     let flags = unsafe { (*bindings::get_current()).flags };
     #[cfg_attr(not(amd_sld_sim), allow(unused_mut))]
     let mut sample = Sample {
-        count: count.max(1),
+        count,
         user_mode,
         // KVM sets PF_VCPU from guest entry until after the exit's NMI has been handled.
         guest: flags & bindings::PF_VCPU != 0,

@@ -1,0 +1,100 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# Shared by the amd_sld selftests (amd_sld.sh) and the stress and bench suites that
+# scripts/vmtest runs (scripts/guest/): paths, assertions and the KTAP case runner.
+# Sourced, not run; HERE must name the directory of the helper programs.
+
+HERE=${HERE:-$(cd "$(dirname "$0")" && pwd)}
+KO=${AMD_SLD_KO:-/amd_sld/amd_sld.ko}
+SIM_KO=${AMD_SLD_SIM_KO:-/amd_sld/sim/amd_sld.ko}
+SYS=/sys/kernel/amd_sld
+PARAM=/sys/module/amd_sld/parameters/split_lock_detect
+DBG=/sys/kernel/debug/amd_sld
+BUSLOCK="$HERE/buslock"
+STEPCHECK="$HERE/stepcheck"
+KERNEL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
+
+fail() {
+	echo "$*"
+	exit 1
+}
+
+skip() {
+	echo "SKIP: $*"
+	exit 4
+}
+
+expect_eq() { # what actual expected
+	[ "$2" = "$3" ] || fail "$1: got '$2', expected '$3'"
+}
+
+counter() {
+	cat "$SYS/$1"
+}
+
+load_sim() {
+	insmod "$SIM_KO" "$@" || fail "insmod of the test build failed ($*)"
+}
+
+unload() {
+	rmmod amd_sld || fail "rmmod amd_sld failed"
+}
+
+set_policy() {
+	echo "$1" > "$PARAM" || fail "writing '$1' to split_lock_detect failed"
+}
+
+debugctl() { # cpu
+	echo $(($(cat "$DBG/debugctl_cpu$1") + 0))
+}
+
+field() { # name line
+	echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | tail -n 1
+}
+
+online_cpus() {
+	cat /sys/devices/system/cpu/online
+}
+
+# Runs each case (a shell function) in a subshell with the module unloaded and dmesg
+# cleared before and after; prints KTAP; returns as kselftest: 0 all passed, 1 a case
+# failed, 4 every case skipped. A case fails by exiting non-zero, skips by exiting 4.
+# A suite may define case_cleanup, run after each case whatever its result.
+run_cases() { # case...
+	[ "$(id -u)" = 0 ] || { echo "amd_sld tests need root" >&2; return 4; }
+	mountpoint -q /sys/kernel/debug 2> /dev/null || mount -t debugfs none /sys/kernel/debug 2> /dev/null
+
+	echo "KTAP version 1"
+	echo "1..$#"
+	n=0 pass=0 failed=0 skipped=0
+	for case in "$@"; do
+		n=$((n + 1))
+		[ -e /sys/module/amd_sld ] && rmmod amd_sld 2> /dev/null
+		dmesg -c > /dev/null 2>&1
+		(set +e; "$case") > /tmp/case.out 2>&1
+		rc=$?
+		if command -v case_cleanup > /dev/null; then case_cleanup; fi
+		[ -e /sys/module/amd_sld ] && rmmod amd_sld 2> /dev/null
+		case $rc in
+		0)
+			sed 's/^/# /' /tmp/case.out
+			echo "ok $n $case"
+			pass=$((pass + 1))
+			;;
+		4)
+			echo "ok $n $case # SKIP $(sed -n 's/^SKIP: //p' /tmp/case.out | head -n 1)"
+			skipped=$((skipped + 1))
+			;;
+		*)
+			sed 's/^/# /' /tmp/case.out
+			dmesg | grep amd_sld | tail -n 20 | sed 's/^/# dmesg: /'
+			echo "not ok $n $case"
+			failed=$((failed + 1))
+			;;
+		esac
+	done
+	echo "# Totals: pass:$pass fail:$failed xfail:0 xpass:0 skip:$skipped error:0"
+	[ $failed -eq 0 ] || return 1
+	[ $pass -eq 0 ] && [ $skipped -gt 0 ] && return 4
+	return 0
+}

@@ -1,0 +1,208 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * trapbench: the micro-benchmarks of `make bench` (scripts/guest/bench). Each mode prints
+ * one line of key=value pairs; times are nanoseconds of CLOCK_MONOTONIC.
+ *
+ *   trapbench loop N        N locked adds, no trap: the loop's own cost
+ *   trapbench step N [-o]   N locked adds each followed by a single-step #DB (buslock's
+ *                           sequence); -o opts in to the test build's simulation, so each
+ *                           step is a bus-lock trap; without it each step is a SIGTRAP
+ *   trapbench syscall N     N getppid() calls
+ *   trapbench ctxsw N       N pipe round trips between two processes pinned to CPU 0
+ *                           (two context switches each)
+ *   trapbench probe MS      sleeps 1 ms at a time for MS ms and reports how late it woke
+ *
+ * No mode makes a real bus lock: the operand is aligned.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define SIM_TGID "/sys/kernel/debug/amd_sld/sim_tgid"
+#define EFLAGS_TF 0x100
+
+static volatile unsigned long sigtraps;
+static int operand[64] __attribute__((aligned(64)));
+
+static unsigned long long now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static void on_sigtrap(int sig, siginfo_t *info, void *context)
+{
+	ucontext_t *uc = context;
+
+	(void)sig;
+	(void)info;
+	uc->uc_mcontext.gregs[REG_EFL] &= ~EFLAGS_TF;
+	sigtraps++;
+}
+
+static void die(const char *what)
+{
+	fprintf(stderr, "trapbench: %s: %s\n", what, strerror(errno));
+	exit(2);
+}
+
+static void opt_in(void)
+{
+	char text[32];
+	int fd = open(SIM_TGID, O_WRONLY);
+	int len = snprintf(text, sizeof(text), "%d\n", (int)getpid());
+
+	if (fd < 0 || write(fd, text, len) != len)
+		die("cannot opt in through " SIM_TGID);
+	close(fd);
+}
+
+static void pin_to_cpu0(void)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) != 0)
+		die("sched_setaffinity");
+}
+
+static void report(const char *mode, unsigned long long n, unsigned long long ns)
+{
+	printf("mode=%s n=%llu total_ns=%llu ns_per_op=%.1f sigtrap=%lu\n", mode, n, ns,
+	       (double)ns / (double)n, sigtraps);
+}
+
+static void bench_loop(unsigned long long n, int step)
+{
+	unsigned long long start = now_ns();
+
+	for (unsigned long long i = 0; i < n; i++) {
+		if (step)
+			asm volatile("pushfq\n\t"
+				     "orq $0x100, (%%rsp)\n\t"
+				     "popfq\n\t"
+				     "lock addl $1, (%0)\n\t"
+				     : : "r"(&operand[16]) : "memory", "cc");
+		else
+			asm volatile("lock addl $1, (%0)" : : "r"(&operand[16]) : "memory", "cc");
+	}
+	report(step ? "step" : "loop", n, now_ns() - start);
+}
+
+static void bench_syscall(unsigned long long n)
+{
+	unsigned long long start = now_ns();
+
+	for (unsigned long long i = 0; i < n; i++)
+		syscall(SYS_getppid);
+	report("syscall", n, now_ns() - start);
+}
+
+static void bench_ctxsw(unsigned long long n)
+{
+	int ping[2], pong[2];
+	unsigned long long start;
+	char byte = 0;
+	pid_t child;
+
+	if (pipe(ping) || pipe(pong))
+		die("pipe");
+	pin_to_cpu0();
+	child = fork();
+	if (child < 0)
+		die("fork");
+	if (child == 0) {
+		/* Only the parent's write end may keep ping open: its close ends this loop. */
+		close(ping[1]);
+		close(pong[0]);
+		while (read(ping[0], &byte, 1) == 1)
+			if (write(pong[1], &byte, 1) != 1)
+				_exit(1);
+		_exit(0);
+	}
+	close(ping[0]);
+	close(pong[1]);
+	start = now_ns();
+	for (unsigned long long i = 0; i < n; i++)
+		if (write(ping[1], &byte, 1) != 1 || read(pong[0], &byte, 1) != 1)
+			die("pipe round trip");
+	report("ctxsw", n, now_ns() - start);
+	close(ping[1]);
+	waitpid(child, NULL, 0);
+}
+
+static int compare(const void *a, const void *b)
+{
+	unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void bench_probe(unsigned long long ms)
+{
+	static unsigned long long late[100000];
+	struct timespec one_ms = { 0, 1000000 };
+	unsigned long long end = now_ns() + ms * 1000000ULL, n = 0;
+
+	while (now_ns() < end && n < sizeof(late) / sizeof(late[0])) {
+		unsigned long long before = now_ns();
+
+		nanosleep(&one_ms, NULL);
+		late[n++] = now_ns() - before - 1000000ULL;
+	}
+	if (!n)
+		exit(2);
+	qsort(late, n, sizeof(late[0]), compare);
+	printf("mode=probe n=%llu late_p50_us=%llu late_p99_us=%llu late_max_us=%llu\n", n,
+	       late[n / 2] / 1000, late[n * 99 / 100] / 1000, late[n - 1] / 1000);
+}
+
+int main(int argc, char **argv)
+{
+	struct sigaction sa = { 0 };
+	unsigned long long n;
+
+	if (argc < 3)
+		goto usage;
+	n = strtoull(argv[2], NULL, 10);
+	if (!n)
+		goto usage;
+	sa.sa_sigaction = on_sigtrap;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGTRAP, &sa, NULL);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	if (!strcmp(argv[1], "loop")) {
+		bench_loop(n, 0);
+	} else if (!strcmp(argv[1], "step")) {
+		if (argc > 3 && !strcmp(argv[3], "-o"))
+			opt_in();
+		bench_loop(n, 1);
+	} else if (!strcmp(argv[1], "syscall")) {
+		bench_syscall(n);
+	} else if (!strcmp(argv[1], "ctxsw")) {
+		bench_ctxsw(n);
+	} else if (!strcmp(argv[1], "probe")) {
+		bench_probe(n);
+	} else {
+		goto usage;
+	}
+	return 0;
+usage:
+	fprintf(stderr, "usage: trapbench loop|step|syscall|ctxsw|probe N [-o]\n");
+	return 2;
+}
