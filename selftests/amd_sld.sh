@@ -156,6 +156,14 @@ ratelimit_case() { # rate processes
 	echo "$out" | grep '^process' | sed 's/^/  /'
 	[ "$rate_x100" -ge $(($1 * 90)) ] && [ "$rate_x100" -le $(($1 * 110)) ] ||
 		fail "achieved rate is not within 10% of $1/s"
+	# Offenders are served in turn: shares differ by at most a tenth of a share (or 2).
+	shares=$(echo "$out" | sed -n 's/^process[0-9]* pid=[0-9]* events=//p' | sort -n)
+	if [ -n "$shares" ]; then
+		low=$(echo "$shares" | head -n 1) high=$(echo "$shares" | tail -n 1)
+		slack=$((events / $2 / 10))
+		[ "$slack" -ge 2 ] || slack=2
+		[ $((high - low)) -le "$slack" ] || fail "unfair shares: $(echo $shares)"
+	fi
 	[ "$(counter throttled)" -gt 0 ] || fail "no trap was throttled"
 	[ "$(counter throttled_ms)" -gt 0 ] || fail "throttled_ms did not grow"
 	expect_eq "bus_locks = events" "$(counter bus_locks)" "$events"

@@ -14,9 +14,8 @@ use crate::capability::{self, Requested};
 use crate::escape::Escaped;
 use crate::ffi::CpusReadLocked;
 use crate::fmtbuf::SliceWriter;
-use crate::pmu::Pacer;
 use crate::policy::Policy;
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::Pacer;
 use crate::record::Source;
 
 /// Where the module is in its life.
@@ -37,12 +36,9 @@ static REQUESTED: AtomicU8 = AtomicU8::new(Requested::Auto.to_bits());
 /// The source in effect: `true` for the PMU.
 static SOURCE_IS_PMU: AtomicBool = AtomicBool::new(false);
 
-/// The system-wide budget of `ratelimit:N`: N bus locks per second, as the kernel's
-/// `bld_ratelimit` (`ratelimit_state_init(&bld_ratelimit, HZ, N)`).
-pub(crate) static THROTTLE: RateLimiter = RateLimiter::new(1000, 0);
-
-/// The same budget for the PMU source, whose samples stand for many bus locks each.
-pub(crate) static THROTTLE_PMU: Pacer = Pacer::new();
+/// The system-wide budget of `ratelimit:N`, N bus locks per second, shared by both sources:
+/// the kernel's `bld_ratelimit` budget, paced instead of windowed (docs/design.md).
+pub(crate) static THROTTLE: Pacer = Pacer::new();
 
 /// The module's phase.
 pub(crate) fn phase() -> Phase {
@@ -74,9 +70,8 @@ pub(crate) fn throttling() -> bool {
 }
 
 fn set(policy: Policy) {
-    if let Policy::Ratelimit(rate) = policy {
-        THROTTLE.reset(rate.per_second());
-        THROTTLE_PMU.reset();
+    if let Policy::Ratelimit(_) = policy {
+        THROTTLE.reset();
     }
     POLICY.store(policy.to_bits(), Ordering::Release);
 }

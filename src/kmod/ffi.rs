@@ -44,6 +44,7 @@ extern "C" {
     fn amd_sld_this_cpu() -> c_uint;
     fn amd_sld_fatal_signal_pending() -> bool;
     fn amd_sld_synchronize_rcu_tasks();
+    fn amd_sld_sleep_killable_until(expires_ns: i64, slack_ns: u64) -> c_int;
 }
 
 /// `DIE_DEBUG` of `enum die_val` (asm/kdebug.h); checked in glue.c.
@@ -439,13 +440,17 @@ pub(crate) fn now_ms() -> u64 {
     ns / 1_000_000
 }
 
-/// Sleeps for about `ms` milliseconds; only SIGKILL cuts it short. Process context only.
-pub(crate) fn sleep_killable_ms(ms: u32) {
+/// Timer slack of a throttle sleep: a small fraction of the shortest slot (1 ms at
+/// `ratelimit:1000`), so that pacing does not drift.
+const SLEEP_SLACK_NS: u64 = 20_000;
+
+/// Sleeps until `until_us` of `CLOCK_MONOTONIC` on a high-resolution timer, not a jiffy
+/// (4 ms at HZ=250, four slots of `ratelimit:1000`); only SIGKILL cuts it short. Process
+/// context only.
+pub(crate) fn sleep_killable_until_us(until_us: u64) {
+    let expires_ns = i64::try_from(until_us.saturating_mul(1_000)).unwrap_or(i64::MAX);
     // SAFETY: called from process context with no locks held (the throttle's task work).
-    unsafe {
-        let jiffies = bindings::__msecs_to_jiffies(ms);
-        bindings::schedule_timeout_killable(jiffies as c_long);
-    }
+    unsafe { amd_sld_sleep_killable_until(expires_ns, SLEEP_SLACK_NS) };
 }
 
 /// Sleeps for `ms` milliseconds, uninterruptibly. Process context only.
@@ -465,6 +470,7 @@ struct DeferredWork {
     // Must stay first: the kernel hands back a pointer to it.
     head: bindings::callback_head,
     user_ip: u64,
+    until_us: u64,
 }
 
 /// # Safety
@@ -474,16 +480,17 @@ unsafe extern "C" fn run_deferred(head: *mut bindings::callback_head) {
     // SAFETY: `head` is the first field of a `DeferredWork` leaked by `defer_to_user_return`,
     // and the kernel runs each queued work exactly once.
     let work = unsafe { KBox::from_raw(head.cast::<DeferredWork>()) };
-    let user_ip = work.user_ip;
+    let (user_ip, until_us) = (work.user_ip, work.until_us);
     drop(work);
-    crate::throttle::on_return_to_user(user_ip);
+    crate::throttle::on_return_to_user(user_ip, until_us);
     // Last touch of module data: `wait_for_deferred_work()` treats zero as "all done".
     DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
 }
 
-/// Arranges for `crate::throttle::on_return_to_user(user_ip)` to run in the current task,
-/// in process context with interrupts on, before it returns to user mode. Atomic-safe.
-pub(crate) fn defer_to_user_return(user_ip: u64) -> Result {
+/// Arranges for `crate::throttle::on_return_to_user(user_ip, until_us)` to run in the
+/// current task, in process context with interrupts on, before it returns to user mode.
+/// Atomic-safe.
+pub(crate) fn defer_to_user_return(user_ip: u64, until_us: u64) -> Result {
     let work = KBox::new(
         DeferredWork {
             head: bindings::callback_head {
@@ -491,6 +498,7 @@ pub(crate) fn defer_to_user_return(user_ip: u64) -> Result {
                 func: Some(run_deferred),
             },
             user_ip,
+            until_us,
         },
         flags::GFP_ATOMIC,
     )?;

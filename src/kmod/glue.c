@@ -14,6 +14,7 @@
 #include <linux/smp.h>
 #include <linux/stddef.h>
 #include <linux/task_work.h>
+#include <linux/hrtimer.h>
 #include <linux/hw_breakpoint.h>
 #include <asm/kdebug.h>
 #include <asm/msr.h>
@@ -69,6 +70,14 @@ u64 amd_sld_perf_event_count(struct perf_event *event);
 u64 amd_sld_perf_event_count(struct perf_event *event)
 {
 	return local64_read(&event->count);
+}
+
+/* set_current_state() is a macro: sleep killably until an absolute CLOCK_MONOTONIC time. */
+int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns);
+int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns)
+{
+	set_current_state(TASK_KILLABLE);
+	return schedule_hrtimeout_range(&expires, slack_ns, HRTIMER_MODE_ABS);
 }
 
 /* A macro for synchronize_rcu() on kernels without CONFIG_TASKS_RCU. */

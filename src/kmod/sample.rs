@@ -10,7 +10,7 @@
 
 use kernel::prelude::*;
 
-use crate::control::{self, THROTTLE_PMU};
+use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
 use crate::ffi;
 use crate::policy::Policy;
@@ -91,7 +91,7 @@ pub(crate) fn on_sample(sample: &Sample) {
     if actionable && wanted != Action::None {
         let until_us = match control::policy() {
             Policy::Ratelimit(rate) => {
-                THROTTLE_PMU.book(ffi::now_us(), sample.count, rate.per_second())
+                THROTTLE.book(ffi::now_us(), sample.count, rate.per_second())
             }
             _ => 0,
         };
@@ -130,16 +130,7 @@ pub(crate) fn on_return(work: &Deferred) {
         }
         Action::Throttle => {
             stats::THROTTLED.inc();
-            let start_ms = ffi::now_ms();
-            while control::throttling() && !ffi::fatal_signal_pending() {
-                let now_us = ffi::now_us();
-                if now_us >= work.until_us {
-                    break;
-                }
-                let left_ms = (work.until_us - now_us).div_ceil(1000);
-                ffi::sleep_killable_ms(left_ms.min(crate::throttle::RETRY_MS.into()) as u32);
-            }
-            stats::THROTTLED_MS.add(ffi::now_ms().saturating_sub(start_ms));
+            crate::throttle::sleep_until(work.until_us);
             stats::WARNED.inc();
             log(work, "");
         }

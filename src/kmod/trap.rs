@@ -44,20 +44,22 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
             ffi::force_sigbus_current();
             Action::Kill
         }
-        Policy::Ratelimit(_) => {
-            if THROTTLE.check(ffi::now_ms()).passed() {
+        Policy::Ratelimit(rate) => match THROTTLE.admit_one(ffi::now_us(), rate.per_second()) {
+            None => {
                 warn(user_ip);
                 Action::Warn
-            } else if ffi::defer_to_user_return(user_ip).is_ok() {
+            }
+            Some(until_us) if ffi::defer_to_user_return(user_ip, until_us).is_ok() => {
                 stats::THROTTLED.inc();
                 Action::Throttle
-            } else {
+            }
+            Some(_) => {
                 // No memory for the work item, or the task is exiting: it cannot be made
                 // to sleep, but it is still reported.
                 warn(user_ip);
                 Action::Warn
             }
-        }
+        },
     };
     let sighting = Sighting {
         source: Source::Bld,

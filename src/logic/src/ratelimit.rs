@@ -125,6 +125,79 @@ impl RateLimiter {
     }
 }
 
+/// The system-wide budget of `ratelimit:N`, N bus locks per second, for both sources (the
+/// generic cell-rate algorithm): each detection books `count / N` seconds on one shared
+/// timeline, in the order detections arrive. A PMU sample (many bus locks, seen after the
+/// fact) sleeps until its booking ends ([`Pacer::book`]); a trap (one bus lock) sleeps
+/// until its booking starts ([`Pacer::admit_one`]), so that on an idle budget it is not
+/// delayed at all.
+/// However many tasks share the budget, together they cannot book more than N bus locks a
+/// second, and a task that made P bus locks sleeps at least P / N seconds. Because samples
+/// report bus locks that already happened, each offender's first sample gets through before
+/// it can be paced: over any interval, the excess is at most one sample per offender.
+///
+/// # Invariants
+///
+/// `booked_until_us` only grows (but for [`Pacer::reset`]).
+#[derive(Debug)]
+pub struct Pacer {
+    booked_until_us: AtomicU64,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pacer {
+    /// A pacer with nothing booked.
+    pub const fn new() -> Self {
+        Pacer {
+            booked_until_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Forgets every booking, as a policy change does.
+    pub fn reset(&self) {
+        self.booked_until_us.store(0, Ordering::Relaxed);
+    }
+
+    /// Books one bus lock that has just happened (a trap) at `rate` per second: `None` if
+    /// its slot starts now, under budget; else the time (µs) its slot starts, until which
+    /// its task must sleep. Offenders that share the budget are served in turn.
+    pub fn admit_one(&self, now_us: u64, rate: u32) -> Option<u64> {
+        let end = self.book(now_us, 1, rate);
+        let start = end.saturating_sub(Self::cost_us(1, rate));
+        (start > now_us).then_some(start)
+    }
+
+    /// Microseconds of the timeline that `count` bus locks take at `rate` per second.
+    const fn cost_us(count: u64, rate: u32) -> u64 {
+        let rate = if rate == 0 { 1 } else { rate as u64 };
+        count.saturating_mul(1_000_000) / rate
+    }
+
+    /// Books `count` bus locks at `rate` per second from `now_us` on, and returns the time
+    /// (µs) until which the task that made them must sleep. Lock-free; safe in NMI context.
+    pub fn book(&self, now_us: u64, count: u64, rate: u32) -> u64 {
+        let cost_us = Self::cost_us(count, rate);
+        let mut booked = self.booked_until_us.load(Ordering::Relaxed);
+        loop {
+            let end = booked.max(now_us).saturating_add(cost_us);
+            match self.booked_until_us.compare_exchange_weak(
+                booked,
+                end,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return end,
+                Err(actual) => booked = actual,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -242,5 +315,111 @@ mod tests {
             .collect();
         let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(total, 1000);
+    }
+    #[test]
+    fn one_task_sleeps_its_share_and_bookings_queue() {
+        let pacer = Pacer::new();
+        // 50 bus locks at 10/s: 5 s.
+        assert_eq!(pacer.book(1_000_000, 50, 10), 6_000_000);
+        // A second booking right after queues behind the first.
+        assert_eq!(pacer.book(1_000_100, 10, 10), 7_000_000);
+        // Once the timeline is idle, a booking starts now.
+        assert_eq!(pacer.book(60_000_000, 1, 1000), 60_001_000);
+        pacer.reset();
+        assert_eq!(pacer.book(5, 1, 1), 1_000_005);
+    }
+
+    #[test]
+    fn huge_samples_saturate_instead_of_wrapping() {
+        let pacer = Pacer::new();
+        assert_eq!(pacer.book(u64::MAX - 1, u64::MAX, 1), u64::MAX);
+        assert_eq!(pacer.book(0, 1, 0), u64::MAX);
+    }
+
+    /// Offenders that make `per_sample` bus locks as fast as they can, then sleep as the
+    /// pacer says, achieve the configured rate together, however many they are.
+    #[test]
+    fn offenders_together_get_the_budget() {
+        for rate in [1u32, 10, 100, 1000] {
+            for offenders in [1usize, 4] {
+                let pacer = Pacer::new();
+                let per_sample = u64::from(rate).div_ceil(4).max(1);
+                let work_us = 1_000; // time to make one sample's worth of bus locks
+                let mut next = std::vec![0u64; offenders];
+                let mut made = std::vec![0u64; offenders];
+                let horizon = 10_000_000;
+                loop {
+                    let (who, at) = next
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .min_by_key(|&(_, t)| t)
+                        .unwrap();
+                    if at >= horizon {
+                        break;
+                    }
+                    made[who] += per_sample;
+                    next[who] = pacer.book(at + work_us, per_sample, rate);
+                }
+                let total: u64 = made.iter().sum();
+                // Samples report bus locks that already happened: each offender's first
+                // sample is made before anything can pace it, the only excess allowed.
+                let budget = u64::from(rate) * 10;
+                let burst = offenders as u64 * per_sample;
+                assert!(
+                    total * 100 >= budget * 95 && total <= budget + burst,
+                    "rate {rate}, {offenders} offenders: {total} bus locks for a budget of {budget}"
+                );
+                let fair: Vec<f64> = made.iter().map(|&m| m as f64 / total as f64).collect();
+                assert!(fair.iter().all(|&f| f > 0.5 / offenders as f64), "{fair:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_trap_on_an_idle_budget_passes_and_the_next_waits_its_turn() {
+        let pacer = Pacer::new();
+        assert_eq!(pacer.admit_one(5_000_000, 10), None);
+        // Right after: its slot starts 100 ms later.
+        assert_eq!(pacer.admit_one(5_000_001, 10), Some(5_100_000));
+        // A second offender queues behind it.
+        assert_eq!(pacer.admit_one(5_000_002, 10), Some(5_200_000));
+        // Once the timeline is idle again, no wait.
+        assert_eq!(pacer.admit_one(9_000_000, 10), None);
+    }
+
+    /// Offenders that trap as fast as they can and sleep as `admit_one` says get N bus
+    /// locks per second together, in equal shares.
+    #[test]
+    fn trapping_offenders_get_the_rate_in_equal_shares() {
+        for rate in [1u32, 10, 100, 1000] {
+            for offenders in [1usize, 4] {
+                let pacer = Pacer::new();
+                let mut next = std::vec![0u64; offenders];
+                let mut made = std::vec![0u64; offenders];
+                let horizon = 10_000_000;
+                loop {
+                    let (who, at) = next
+                        .iter()
+                        .copied()
+                        .enumerate()
+                        .min_by_key(|&(_, t)| t)
+                        .unwrap();
+                    if at >= horizon {
+                        break;
+                    }
+                    made[who] += 1;
+                    next[who] = pacer.admit_one(at + 10, rate).unwrap_or(at + 10);
+                }
+                let total: u64 = made.iter().sum();
+                let budget = u64::from(rate) * 10;
+                assert!(
+                    total >= budget && total <= budget + offenders as u64,
+                    "rate {rate}, {offenders} offenders: {total} for a budget of {budget}"
+                );
+                let (min, max) = (made.iter().min().unwrap(), made.iter().max().unwrap());
+                assert!(max - min <= 1, "rate {rate}: shares {made:?}");
+            }
+        }
     }
 }
