@@ -336,6 +336,26 @@ mod tests {
         assert_eq!(pacer.book(0, 1, 0), u64::MAX);
     }
 
+    /// Runs `offenders` for 10 simulated seconds, always the one due first: `act(at)` makes
+    /// that offender's next bus locks at `at` µs and returns how many, and when it may go on.
+    /// Returns each offender's bus locks.
+    fn run_offenders(offenders: usize, mut act: impl FnMut(u64) -> (u64, u64)) -> Vec<u64> {
+        let mut next = std::vec![0u64; offenders];
+        let mut made = std::vec![0u64; offenders];
+        while let Some((who, at)) = next
+            .iter()
+            .copied()
+            .enumerate()
+            .min_by_key(|&(_, t)| t)
+            .filter(|&(_, at)| at < 10_000_000)
+        {
+            let (count, resume) = act(at);
+            made[who] += count;
+            next[who] = resume;
+        }
+        made
+    }
+
     /// Offenders that make `per_sample` bus locks as fast as they can, then sleep as the
     /// pacer says, achieve the configured rate together, however many they are.
     #[test]
@@ -345,22 +365,9 @@ mod tests {
                 let pacer = Pacer::new();
                 let per_sample = u64::from(rate).div_ceil(4).max(1);
                 let work_us = 1_000; // time to make one sample's worth of bus locks
-                let mut next = std::vec![0u64; offenders];
-                let mut made = std::vec![0u64; offenders];
-                let horizon = 10_000_000;
-                loop {
-                    let (who, at) = next
-                        .iter()
-                        .copied()
-                        .enumerate()
-                        .min_by_key(|&(_, t)| t)
-                        .unwrap();
-                    if at >= horizon {
-                        break;
-                    }
-                    made[who] += per_sample;
-                    next[who] = pacer.book(at + work_us, per_sample, rate);
-                }
+                let made = run_offenders(offenders, |at| {
+                    (per_sample, pacer.book(at + work_us, per_sample, rate))
+                });
                 let total: u64 = made.iter().sum();
                 // Samples report bus locks that already happened: each offender's first
                 // sample is made before anything can pace it, the only excess allowed.
@@ -395,22 +402,9 @@ mod tests {
         for rate in [1u32, 10, 100, 1000] {
             for offenders in [1usize, 4] {
                 let pacer = Pacer::new();
-                let mut next = std::vec![0u64; offenders];
-                let mut made = std::vec![0u64; offenders];
-                let horizon = 10_000_000;
-                loop {
-                    let (who, at) = next
-                        .iter()
-                        .copied()
-                        .enumerate()
-                        .min_by_key(|&(_, t)| t)
-                        .unwrap();
-                    if at >= horizon {
-                        break;
-                    }
-                    made[who] += 1;
-                    next[who] = pacer.admit_one(at + 10, rate).unwrap_or(at + 10);
-                }
+                let made = run_offenders(offenders, |at| {
+                    (1, pacer.admit_one(at + 10, rate).unwrap_or(at + 10))
+                });
                 let total: u64 = made.iter().sum();
                 let budget = u64::from(rate) * 10;
                 assert!(
