@@ -156,8 +156,13 @@ ratelimit_case() { # rate processes
 	echo "$out" | grep '^process' | sed 's/^/  /'
 	[ "$rate_x100" -ge $(($1 * 90)) ] && [ "$rate_x100" -le $(($1 * 110)) ] ||
 		fail "achieved rate is not within 10% of $1/s"
+	# The budget's bound: in the 3 s window a fresh budget opens, never more than 3 N.
+	in_window=$(field in_window "$out")
+	echo "in the first 3000 ms: $in_window (bound $(($1 * 3)))"
+	[ "$in_window" -le $(($1 * 3)) ] || fail "$in_window bus locks in 3 s under ratelimit:$1"
+	[ "$in_window" -ge $(($1 * 3 * 95 / 100)) ] || fail "only $in_window bus locks in 3 s under ratelimit:$1"
 	# Offenders are served in turn: shares differ by at most a tenth of a share (or 2).
-	shares=$(echo "$out" | sed -n 's/^process[0-9]* pid=[0-9]* events=//p' | sort -n)
+	shares=$(echo "$out" | sed -n 's/^process[0-9]* pid=[0-9]* events=\([0-9]*\).*/\1/p' | sort -n)
 	if [ -n "$shares" ]; then
 		low=$(echo "$shares" | head -n 1) high=$(echo "$shares" | tail -n 1)
 		slack=$((events / $2 / 10))
