@@ -77,6 +77,6 @@ help:
 	@echo "make check                       every test: host, lints, module, VM; ends 'N passed, N failed'"
 	@echo "make demo                        the whole story in a VM on simulated hardware"
 	@echo "make install                     install amd_sld.ko for the running kernel"
-	@echo "make stress                      reliability: host fuzzing + VM suite on the debug kernel (~15 min)"
+	@echo "make stress                      reliability: host fuzzing + VM suite on the debug kernel (~18 min)"
 	@echo "make bench                       performance figures in the VM; rewrites docs/performance.md"
 	@echo "make dkms-build                  dkms add + build against the test kernel, in a private DKMS tree"
