@@ -1,11 +1,13 @@
-//! A lock-free fixed-window rate limiter with the semantics of the kernel's `___ratelimit()`.
+//! Lock-free rate limits: [`RateLimiter`], a fixed window with the semantics of the kernel's
+//! `___ratelimit()` (the log's 10 lines per 5 s), and [`Pacer`], the `ratelimit:N` budget.
 //!
 //! The kernel's limiter takes a spinlock and, when it is contended, answers "suppressed";
-//! amd_sld consults its limiters from the #DB notifier with interrupts off on every CPU at
-//! once, so this one packs its whole state into one atomic word and never waits or spins on
-//! a lock. Semantics are the kernel's: a window opens at the first event after the previous
-//! one expired, lets `burst` events through, and denies the rest until it expires.
-//! Time is passed in, in milliseconds, so that tests can drive it with a fake clock.
+//! amd_sld consults its limits from the #DB notifier and the PMU's NMI on every CPU at
+//! once, so each keeps its window or timeline in one atomic word and never waits or spins
+//! on a lock.
+//! [`RateLimiter`]'s semantics are the kernel's: a window opens at the first event after the
+//! previous one expired, lets `burst` events through, and denies the rest until it expires.
+//! Time is passed in so that tests can drive both with a fake clock.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,7 +48,7 @@ impl Verdict {
 #[derive(Debug)]
 pub struct RateLimiter {
     interval_ms: u64,
-    burst: AtomicU64,
+    burst: u64,
     state: AtomicU64,
     missed: AtomicU64,
 }
@@ -59,29 +61,21 @@ impl RateLimiter {
         let burst = if burst > MAX_BURST { MAX_BURST } else { burst };
         RateLimiter {
             interval_ms,
-            burst: AtomicU64::new(burst as u64),
+            burst: burst as u64,
             state: AtomicU64::new(0),
             missed: AtomicU64::new(0),
         }
     }
 
-    /// Changes the burst and starts afresh, as `ratelimit_state_init()` does.
-    pub fn reset(&self, burst: u32) {
-        self.burst
-            .store(u64::from(burst.min(MAX_BURST)), Ordering::Relaxed);
-        self.state.store(0, Ordering::Relaxed);
-        self.missed.store(0, Ordering::Relaxed);
-    }
-
-    /// The current burst.
-    pub fn burst(&self) -> u32 {
+    /// The burst, after clamping.
+    pub const fn burst(&self) -> u32 {
         // Stored from a u32 clamped to MAX_BURST, so it fits.
-        self.burst.load(Ordering::Relaxed) as u32
+        self.burst as u32
     }
 
     /// Decides about one event happening at `now_ms`.
     pub fn check(&self, now_ms: u64) -> Verdict {
-        let burst = self.burst.load(Ordering::Relaxed);
+        let burst = self.burst;
         let stamp = (now_ms.wrapping_add(1)) << COUNT_BITS;
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
@@ -131,6 +125,7 @@ impl RateLimiter {
 /// fact) sleeps until its booking ends ([`Pacer::book`]); a trap (one bus lock) sleeps
 /// until its booking starts ([`Pacer::admit_one`]), so that on an idle budget it is not
 /// delayed at all.
+///
 /// However many tasks share the budget, together they cannot book more than N bus locks a
 /// second, and a task that made P bus locks sleeps at least P / N seconds. Because samples
 /// report bus locks that already happened, each offender's first sample gets through before
@@ -243,18 +238,6 @@ mod tests {
     }
 
     #[test]
-    fn reset_changes_the_burst_and_forgets_the_window() {
-        let limiter = RateLimiter::new(1000, 1);
-        assert!(passes(&limiter, 0));
-        assert!(!passes(&limiter, 1));
-        limiter.reset(2);
-        assert_eq!(limiter.burst(), 2);
-        assert!(passes(&limiter, 2));
-        assert!(passes(&limiter, 3));
-        assert!(!passes(&limiter, 4));
-    }
-
-    #[test]
     fn zero_burst_denies_everything_and_huge_bursts_are_clamped() {
         let limiter = RateLimiter::new(1000, 0);
         assert!(!passes(&limiter, 0));
@@ -269,8 +252,8 @@ mod tests {
         assert!(passes(&limiter, 6000));
     }
 
-    /// Offenders that retry every `retry_ms` after a denial, as amd_sld's throttle does,
-    /// achieve the configured rate within the accuracy the project promises.
+    /// Callers that retry every `retry_ms` after a denial get `burst` events per window
+    /// together, to within 5%, however many they are.
     #[test]
     fn throttled_offenders_achieve_the_configured_rate() {
         for rate in [1u32, 10, 100, 1000] {
@@ -316,6 +299,7 @@ mod tests {
         let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(total, 1000);
     }
+
     #[test]
     fn one_task_sleeps_its_share_and_bookings_queue() {
         let pacer = Pacer::new();
