@@ -347,7 +347,7 @@ event_record_bound_and_loss_counted_under_storm() { # (sim)
 	[ "$last" -le $((total - 1)) ] && [ "$last" -ge $((total - 1 - dropped)) ] ||
 		fail "newest seq $last does not fit $total bus locks with $dropped dropped"
 	# Each trap is added to top or counted as dropped: nothing is lost silently.
-	top_sum=$(sed 's/.* bus_locks=\([0-9]*\) .*/\1/' $SYS/top | paste -sd+ | bc)
+	top_sum=$(top_bus_locks)
 	[ "$top_sum" -le "$total" ] && [ $((top_sum + dropped)) -ge "$total" ] ||
 		fail "top sums to $top_sum of $total bus locks with only $dropped dropped"
 	expect_eq "processes in top" "$(wc -l < $SYS/top)" 4
@@ -360,10 +360,6 @@ AMD_SLD_CLI=$(command -v amd-sld)
 
 need_cli() {
 	[ -n "$AMD_SLD_CLI" ] || fail "amd-sld is not on PATH (scripts/build-tools builds it; vmtest copies it)"
-}
-
-as_nobody() { # command...: run as an unprivileged user (uid 65534)
-	su -s /bin/sh nobody -c "$*"
 }
 
 cli_without_the_module() {
@@ -480,7 +476,7 @@ pmu_counts_exactly_and_attributes() { # (sim)
 	# Each sample charges the count since that CPU's previous sample to the task it
 	# interrupted (docs/design.md): the charges never exceed the exact total; what follows a
 	# CPU's last sample is not charged to anyone.
-	attributed=$(sed 's/.* bus_locks=\([0-9]*\) .*/\1/' /tmp/top | paste -sd+ | bc)
+	attributed=$(top_bus_locks /tmp/top)
 	echo "attributed by samples: $attributed of $total exact (dropped $(counter dropped))"
 	[ "$attributed" -le "$total" ] || fail "samples over-attribute: $attributed of $total bus locks"
 	# Measured: 73% to 96% (docs/design.md); less than half would mean samples go missing.

@@ -56,6 +56,15 @@ online_cpus() {
 	cat /sys/devices/system/cpu/online
 }
 
+as_nobody() { # command...: run as an unprivileged user (uid 65534)
+	su -s /bin/sh nobody -c "$*"
+}
+
+# The bus locks charged to all the processes of a top table (default: the module's).
+top_bus_locks() { # [file]
+	sed 's/.* bus_locks=\([0-9]*\) .*/\1/' "${1:-$SYS/top}" | paste -sd+ | bc
+}
+
 # Runs each case (a shell function) in a subshell with the module unloaded and dmesg
 # cleared before and after; prints KTAP; returns as kselftest: 0 all passed, 1 a case
 # failed, 4 every case skipped. A case fails by exiting non-zero, skips by exiting 4.
