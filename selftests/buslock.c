@@ -34,27 +34,16 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#define SIM_TGID "/sys/kernel/debug/amd_sld/sim_tgid"
+#include "sim.h"
+
 #define SIM_PMU_ADDR "/sys/kernel/debug/amd_sld/sim_pmu_addr"
-#define EFLAGS_TF 0x100
 
 struct tally {
 	unsigned long long events, in_window, sigtrap, sigbus;
 	pid_t pid;
 };
 
-static volatile sig_atomic_t sigtrap_count, sigbus_count;
-
-/* A step that amd_sld did not turn into a bus-lock trap: count it and stop stepping. */
-static void on_sigtrap(int sig, siginfo_t *info, void *context)
-{
-	ucontext_t *uc = context;
-
-	(void)sig;
-	(void)info;
-	uc->uc_mcontext.gregs[REG_EFL] &= ~EFLAGS_TF;
-	sigtrap_count++;
-}
+static volatile sig_atomic_t sigbus_count;
 
 static void on_sigbus(int sig)
 {
@@ -85,28 +74,6 @@ static int is_tcg(void)
 	return strcmp(vendor, "TCGTCGTCGTCG") == 0;
 }
 
-static void opt_in(pid_t id)
-{
-	char text[32];
-	int fd = open(SIM_TGID, O_WRONLY);
-	int len = snprintf(text, sizeof(text), "%d\n", (int)id);
-
-	if (fd < 0 || write(fd, text, len) != len) {
-		fprintf(stderr, "buslock: cannot opt in through %s: %s\n", SIM_TGID, strerror(errno));
-		exit(2);
-	}
-	close(fd);
-}
-
-static inline void locked_add_then_trap(int *operand)
-{
-	asm volatile("pushfq\n\t"
-		     "orq $0x100, (%%rsp)\n\t"
-		     "popfq\n\t"
-		     "lock addl $1, (%0)\n\t"
-		     : : "r"(operand) : "memory", "cc");
-}
-
 /* The simulated PMU counts writes to the address the module names: map the operand there. */
 static int *pmu_operand(void)
 {
@@ -126,11 +93,6 @@ static int *pmu_operand(void)
 		exit(2);
 	}
 	return (int *)(page + (addr & 4095));
-}
-
-static inline void locked_add(int *operand)
-{
-	asm volatile("lock addl $1, (%0)" : : "r"(operand) : "memory", "cc");
 }
 
 static inline void split_lock(int *operand)
@@ -169,7 +131,7 @@ static struct tally run(int *operand, int split, unsigned long long count,
 		if (!limit_ms || now_ms() - start < limit_ms)
 			t.in_window++;
 	}
-	t.sigtrap = sigtrap_count;
+	t.sigtrap = sigtraps;
 	t.sigbus = sigbus_count;
 	t.pid = getpid();
 	return t;
@@ -251,8 +213,10 @@ int main(int argc, char **argv)
 
 	if (processes > 1 && setpgid(0, 0) != 0)
 		return 2;
-	if (optin)
-		opt_in(getpid());
+	if (optin && sim_opt_in(getpid())) {
+		fprintf(stderr, "buslock: cannot opt in through %s: %s\n", SIM_TGID, strerror(errno));
+		return 2;
+	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	start = now_ms();
 

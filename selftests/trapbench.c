@@ -29,10 +29,8 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#define SIM_TGID "/sys/kernel/debug/amd_sld/sim_tgid"
-#define EFLAGS_TF 0x100
+#include "sim.h"
 
-static volatile unsigned long sigtraps;
 static int operand[64] __attribute__((aligned(64)));
 
 static unsigned long long now_ns(void)
@@ -43,31 +41,10 @@ static unsigned long long now_ns(void)
 	return (unsigned long long)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
 }
 
-static void on_sigtrap(int sig, siginfo_t *info, void *context)
-{
-	ucontext_t *uc = context;
-
-	(void)sig;
-	(void)info;
-	uc->uc_mcontext.gregs[REG_EFL] &= ~EFLAGS_TF;
-	sigtraps++;
-}
-
 static void die(const char *what)
 {
 	fprintf(stderr, "trapbench: %s: %s\n", what, strerror(errno));
 	exit(2);
-}
-
-static void opt_in(void)
-{
-	char text[32];
-	int fd = open(SIM_TGID, O_WRONLY);
-	int len = snprintf(text, sizeof(text), "%d\n", (int)getpid());
-
-	if (fd < 0 || write(fd, text, len) != len)
-		die("cannot opt in through " SIM_TGID);
-	close(fd);
 }
 
 static void pin_to_cpu0(void)
@@ -82,8 +59,8 @@ static void pin_to_cpu0(void)
 
 static void report(const char *mode, unsigned long long n, unsigned long long ns)
 {
-	printf("mode=%s n=%llu total_ns=%llu ns_per_op=%.1f sigtrap=%lu\n", mode, n, ns,
-	       (double)ns / (double)n, sigtraps);
+	printf("mode=%s n=%llu total_ns=%llu ns_per_op=%.1f sigtrap=%d\n", mode, n, ns,
+	       (double)ns / (double)n, (int)sigtraps);
 }
 
 static void bench_loop(unsigned long long n, int step)
@@ -92,13 +69,9 @@ static void bench_loop(unsigned long long n, int step)
 
 	for (unsigned long long i = 0; i < n; i++) {
 		if (step)
-			asm volatile("pushfq\n\t"
-				     "orq $0x100, (%%rsp)\n\t"
-				     "popfq\n\t"
-				     "lock addl $1, (%0)\n\t"
-				     : : "r"(&operand[16]) : "memory", "cc");
+			locked_add_then_trap(&operand[16]);
 		else
-			asm volatile("lock addl $1, (%0)" : : "r"(&operand[16]) : "memory", "cc");
+			locked_add(&operand[16]);
 	}
 	report(step ? "step" : "loop", n, now_ns() - start);
 }
@@ -190,7 +163,8 @@ int main(int argc, char **argv)
 		bench_loop(n, 0);
 	} else if (!strcmp(argv[1], "step")) {
 		if (argc > 3 && !strcmp(argv[3], "-o"))
-			opt_in();
+			if (sim_opt_in(getpid()))
+				die("cannot opt in through " SIM_TGID);
 		bench_loop(n, 1);
 	} else if (!strcmp(argv[1], "syscall")) {
 		bench_syscall(n);
