@@ -13,7 +13,7 @@ use crate::stats;
 
 /// The longest single sleep: a policy change or an unload is noticed within this, as the
 /// kernel's retry period in `handle_bus_lock()`.
-pub(crate) const RETRY_MS: u32 = 20;
+const RETRY_MS: u64 = 20;
 
 /// Runs as task work of the trapped task (see `crate::ffi::defer_to_user_return`): sleeps
 /// until its bus lock's turn, then warns as the kernel does once a task is let through.
@@ -32,7 +32,7 @@ pub(crate) fn sleep_until(until_us: u64) {
         if now_us >= until_us {
             break;
         }
-        ffi::sleep_killable_until_us(until_us.min(now_us + u64::from(RETRY_MS) * 1_000));
+        ffi::sleep_killable_until_us(until_us.min(now_us + RETRY_MS * 1_000));
     }
     stats::THROTTLED_MS.add(ffi::now_ms().saturating_sub(start_ms));
 }
