@@ -2,22 +2,20 @@
 # amd-sld: split-lock / bus-lock detection for AMD Zen on Linux 6.12 LTS.  `make help`.
 
 KDIR ?= /lib/modules/$(shell uname -r)/build
-SIM ?= 0
 # The kernel's own Rust toolchain: Debian's rustc-web (1.96), not rustup's rustc.
 KRUSTC ?= $(firstword $(wildcard /usr/bin/rustc) rustc)
 KCLIPPY ?= $(firstword $(wildcard /usr/bin/clippy-driver) clippy-driver)
 BINDGEN ?= $(firstword $(wildcard $(HOME)/.cargo/bin/bindgen) bindgen)
 
-flavour := $(if $(filter 1,$(SIM)),sim,default)
 kdir_id := $(shell printf '%s' "$(abspath $(KDIR))" | md5sum | cut -c1-8)
-BUILD := build/$(flavour)-$(kdir_id)
-KO := $(if $(filter 1,$(SIM)),build/sim/amd_sld.ko,amd_sld.ko)
+BUILD := build/default-$(kdir_id)
+KO := amd_sld.ko
 
 MODULE_SOURCES := Kbuild $(sort $(wildcard src/kmod/*.rs src/kmod/*/*.rs src/kmod/*.c src/logic/src/*.rs))
 # A kernel built with clang (the debug flavour: KASAN with Rust) needs its modules built by clang.
 KCC := $(if $(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),clang)
 KBUILD_VARS := $(if $(KCC),CC=$(KCC)) RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
-	AMD_SLD_SIM=$(SIM) AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
+	AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
 
 .PHONY: all module setup kernel check host-test lint vmtest demo stress bench dkms-build install clean help
 
@@ -72,10 +70,9 @@ clean:
 
 help:
 	@echo "make [KDIR=<kernel build dir>]   build amd_sld.ko (default KDIR: the running kernel)"
-	@echo "make SIM=1 KDIR=...              build the test flavour (simulated hardware) into build/sim/"
 	@echo "make setup                       install the toolchain (Debian bookworm, as root)"
 	@echo "make check                       every test: host, lints, module, VM; ends 'N passed, N failed'"
-	@echo "make demo                        the whole story in a VM on simulated hardware"
+	@echo "make demo                        the whole story in a VM on emulated AMD hardware (patched QEMU)"
 	@echo "make install                     install amd_sld.ko for the running kernel"
 	@echo "make stress                      reliability: host fuzzing + VM suite on the debug kernel (~18 min)"
 	@echo "make bench                       performance figures in the VM; rewrites docs/performance.md"

@@ -46,8 +46,6 @@ mod ffi;
 mod hw;
 mod report;
 mod sample;
-#[cfg(amd_sld_sim)]
-mod sim;
 mod stats;
 mod throttle;
 mod trap;
@@ -67,8 +65,6 @@ struct Running {
     _trap_hook: ffi::DebugTrapHook,
     _throttle_drain: ThrottleDrain,
     _sysfs: ffi::SysfsDir,
-    #[cfg(amd_sld_sim)]
-    _sim: ffi::DebugfsDir,
 }
 
 /// Dropped after the trap hook is gone: waits until no throttled task sleeps in, or is
@@ -91,8 +87,6 @@ impl kernel::Module for AmdSld {
         let _param_lock = ffi::ParamLock::lock(module);
         let source = control::choose_source().map_err(refuse)?;
         let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"))?;
-        #[cfg(amd_sld_sim)]
-        let sim = sim::debugfs();
         let throttle_drain = ThrottleDrain;
         let trap_hook = ffi::DebugTrapHook::register()?;
         let hotplug = ffi::CpuHotplug::register(c_str!("amd_sld:online")).map_err(|error| {
@@ -107,15 +101,10 @@ impl kernel::Module for AmdSld {
         })?;
         control::start();
         pr_info!(
-            "loaded: split_lock_detect={}, source={}, bus-lock detection armed on CPUs {}{}\n",
+            "loaded: split_lock_detect={}, source={}, bus-lock detection armed on CPUs {}\n",
             control::policy(),
             source.as_str(),
-            CpuList(arming::armed_cpus),
-            if cfg!(amd_sld_sim) {
-                " (SIMULATED hardware: test build)"
-            } else {
-                ""
-            }
+            CpuList(arming::armed_cpus)
         );
         Ok(AmdSld {
             module,
@@ -124,8 +113,6 @@ impl kernel::Module for AmdSld {
                 _trap_hook: trap_hook,
                 _throttle_drain: throttle_drain,
                 _sysfs: sysfs,
-                #[cfg(amd_sld_sim)]
-                _sim: sim,
             }),
         })
     }

@@ -139,7 +139,6 @@ unsafe extern "C" fn msr_update_here(info: *mut c_void) {
 
 /// Reads an MSR on `cpu`, writes `update(value)` back if that differs, and reads it again,
 /// all on that CPU with interrupts off. A missing MSR is an error, not a crash.
-#[cfg_attr(amd_sld_sim, allow(dead_code))]
 pub(crate) fn msr_update_on(cpu: u32, msr: u32, update: fn(u64) -> u64) -> Result<MsrUpdate> {
     let mut call = MsrCall {
         msr,
@@ -304,20 +303,6 @@ impl DebugTrap<'_> {
     pub(crate) fn user_ip(&self) -> u64 {
         self.regs.ip as u64
     }
-
-    /// Turns single-stepping off for the trapped task and forgets that this exception was a
-    /// step, so that the kernel sends no SIGTRAP for it. Test build only.
-    #[cfg(amd_sld_sim)]
-    pub(crate) fn forget_single_step(&mut self) {
-        self.regs.flags &= !(crate::x86::EFLAGS_TF as c_ulong);
-        // SAFETY: `current` is the trapped task, running this notifier; `exc_debug_user()`
-        // copied DR_STEP into `thread.virtual_dr6` just before calling the notifiers, and
-        // the kernel reads it back only after they return, on this CPU.
-        unsafe {
-            let task = bindings::get_current();
-            (*task).thread.virtual_dr6 &= !(crate::dr6::DR_STEP as c_ulong);
-        }
-    }
 }
 
 /// # Safety
@@ -399,20 +384,6 @@ pub(crate) fn current_comm() -> [u8; COMM_LEN] {
 pub(crate) fn current_ids() -> (i32, i32) {
     let task = kernel::current!();
     (task.pid(), task.group_leader().pid())
-}
-
-/// The current task's process-group ID (in its own PID namespace).
-#[cfg(amd_sld_sim)]
-pub(crate) fn current_pgid() -> i32 {
-    // SAFETY: `current` is valid; a NULL namespace means the task's active one; the call
-    // takes only the RCU read lock, which is fine with interrupts off.
-    unsafe {
-        bindings::__task_pid_nr_ns(
-            bindings::get_current(),
-            bindings::pid_type_PIDTYPE_PGID,
-            ptr::null_mut(),
-        )
-    }
 }
 
 /// Sends the current task a SIGBUS that it cannot block or ignore (`force_sig()`).
@@ -732,70 +703,5 @@ impl Drop for SysfsDir {
         // SAFETY: we hold the only reference (type invariant). Dropping it removes the
         // directory and waits for running `show()` calls to finish.
         unsafe { bindings::kobject_put(self.kobj.as_ptr()) };
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// debugfs: the simulated hardware's knobs, in the test build only.
-
-#[cfg(amd_sld_sim)]
-pub(crate) use sim_debugfs::DebugfsDir;
-
-#[cfg(amd_sld_sim)]
-mod sim_debugfs {
-    use super::*;
-    use core::sync::atomic::{AtomicU32, AtomicU64};
-
-    extern "C" {
-        // `dentry` trips `improper_ctypes` (arch-specific members): pass it untyped.
-        fn debugfs_create_dir(name: *const c_char, parent: *mut c_void) -> *mut c_void;
-        fn debugfs_create_u32(name: *const c_char, mode: u16, parent: *mut c_void, value: *mut u32);
-        fn debugfs_create_x64(name: *const c_char, mode: u16, parent: *mut c_void, value: *mut u64);
-        fn debugfs_remove(dentry: *mut c_void);
-    }
-
-    /// A debugfs directory, removed with everything in it on drop.
-    ///
-    /// # Invariants
-    ///
-    /// `dentry` is what `debugfs_create_dir()` returned (maybe an error pointer, which the
-    /// debugfs calls accept and ignore).
-    pub(crate) struct DebugfsDir {
-        dentry: *mut c_void,
-    }
-
-    // SAFETY: the dentry is only ever removed, which debugfs allows from any thread.
-    unsafe impl Send for DebugfsDir {}
-    // SAFETY: creating files under a dentry is safe from any thread; debugfs locks inside.
-    unsafe impl Sync for DebugfsDir {}
-
-    impl DebugfsDir {
-        /// Creates `/sys/kernel/debug/<name>`.
-        pub(crate) fn create(name: &'static CStr) -> Self {
-            // SAFETY: `name` is a static C string; a NULL parent means the debugfs root.
-            let dentry = unsafe { debugfs_create_dir(name.as_char_ptr(), ptr::null_mut()) };
-            DebugfsDir { dentry }
-        }
-
-        /// A root-only file reading and writing `value` in decimal.
-        pub(crate) fn u32_file(&self, name: &CStr, value: &'static AtomicU32) {
-            // SAFETY: debugfs copies the name; `value` is static, and the file is removed
-            // with the directory before the module goes. debugfs stores with a plain 32-bit
-            // write, which is atomic on x86 like the `AtomicU32` readers expect.
-            unsafe { debugfs_create_u32(name.as_char_ptr(), 0o600, self.dentry, value.as_ptr()) };
-        }
-
-        /// A file reading (and, if `mode` lets root write, writing) `value` in hexadecimal.
-        pub(crate) fn x64_file(&self, name: &CStr, value: &'static AtomicU64, mode: u16) {
-            // SAFETY: as for `u32_file`, with aligned 64-bit accesses.
-            unsafe { debugfs_create_x64(name.as_char_ptr(), mode, self.dentry, value.as_ptr()) };
-        }
-    }
-
-    impl Drop for DebugfsDir {
-        fn drop(&mut self) {
-            // SAFETY: the type invariant; removal waits for open files' handlers to finish.
-            unsafe { debugfs_remove(self.dentry) };
-        }
     }
 }

@@ -15,7 +15,6 @@
 #include <linux/stddef.h>
 #include <linux/task_work.h>
 #include <linux/hrtimer.h>
-#include <linux/hw_breakpoint.h>
 #include <asm/kdebug.h>
 #include <asm/msr.h>
 
@@ -97,12 +96,8 @@ static_assert(offsetof(struct perf_event_attr, sample_period) == 16);
 static_assert(offsetof(struct perf_event_attr, sample_freq) == 16);
 static_assert(offsetof(struct perf_event_attr, read_format) == 32);
 static_assert(offsetof(struct perf_event_attr, wakeup_events) == 48);
-static_assert(offsetof(struct perf_event_attr, bp_type) == 52);
-static_assert(offsetof(struct perf_event_attr, bp_addr) == 56);
-static_assert(offsetof(struct perf_event_attr, bp_len) == 64);
 static_assert(offsetof(struct perf_sample_data, period) == 8);
-static_assert(PERF_TYPE_RAW == 4 && PERF_TYPE_BREAKPOINT == 5);
-static_assert(HW_BREAKPOINT_W == 2 && HW_BREAKPOINT_LEN_4 == 4);
+static_assert(PERF_TYPE_RAW == 4);
 static_assert(offsetof(struct die_args, regs) == 0);
 static_assert(offsetof(struct die_args, err) == 2 * sizeof(void *));
 static_assert(sizeof(((struct die_args *)0)->err) == sizeof(unsigned long));

@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The hardware edge: what the CPU says it has, DEBUGCTL, and the PMU event. The test build (SIM=1)
-//! replaces exactly this, with `crate::sim`; nothing above it knows the difference.
+//! The hardware edge: what the CPU says it has, DEBUGCTL, and the PMU event.
 
 use kernel::error::Result;
 
@@ -18,31 +17,20 @@ pub(crate) fn facts() -> Facts {
     let (vendor, cpuid_7_ecx) = crate::ffi::boot_cpu_identity();
     Facts {
         amd: vendor == x86::VENDOR_AMD,
-        bus_lock_detect: cfg!(amd_sld_sim) || x86::has_bus_lock_detect(cpuid_7_ecx),
+        bus_lock_detect: x86::has_bus_lock_detect(cpuid_7_ecx),
         kernel_arms_amd_bus_lock: KERNEL_ARMS_AMD_BUS_LOCK,
     }
 }
 
 /// Read-modify-write of DEBUGCTL on `cpu`, with the value read back.
 pub(crate) fn update_debugctl(cpu: u32, update: fn(u64) -> u64) -> Result<MsrUpdate> {
-    #[cfg(not(amd_sld_sim))]
-    return crate::ffi::msr_update_on(cpu, x86::MSR_DEBUGCTL, update);
-    #[cfg(amd_sld_sim)]
-    return crate::sim::update_debugctl(cpu, update);
+    crate::ffi::msr_update_on(cpu, x86::MSR_DEBUGCTL, update)
 }
 
-/// What the PMU source counts: `ls_locks.bus_lock`, or in the test build a write
-/// breakpoint that only the test programs hit.
+/// What the PMU source counts: `ls_locks.bus_lock`.
 pub(crate) fn pmu_counter_spec() -> CounterSpec {
-    #[cfg(not(amd_sld_sim))]
-    return CounterSpec {
-        type_: crate::pmu::PERF_TYPE_RAW,
-        config: crate::pmu::BUS_LOCK_CONFIG,
-        bp_type: 0,
-        bp_addr: 0,
-        bp_len: 0,
+    CounterSpec {
+        raw_config: crate::pmu::BUS_LOCK_CONFIG,
         sample_freq: crate::pmu::SAMPLE_FREQ_HZ,
-    };
-    #[cfg(amd_sld_sim)]
-    return crate::sim::pmu_counter_spec();
+    }
 }

@@ -23,9 +23,6 @@ static LOG: RateLimiter = RateLimiter::new(5000, 10);
 
 /// Entry from the die notifier for every user-mode #DB.
 pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
-    #[cfg(amd_sld_sim)]
-    crate::sim::rewrite(trap);
-
     // Consumed here, so that the kernel's own handle_bus_lock() never sees it.
     if !crate::dr6::take_bus_lock(trap.dr6()) {
         return;

@@ -68,17 +68,11 @@ struct PerfSampleDataHead {
     period: u64,
 }
 
-/// What to count: the real PMU event, or the test build's stand-in.
+/// What to count: a raw (model-specific) PMU event.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CounterSpec {
-    /// `PERF_TYPE_RAW` or `PERF_TYPE_BREAKPOINT`.
-    pub(crate) type_: u32,
-    /// The raw event's config (0 for a breakpoint).
-    pub(crate) config: u64,
-    /// Breakpoint type, address and length (0 for a raw event).
-    pub(crate) bp_type: u32,
-    pub(crate) bp_addr: u64,
-    pub(crate) bp_len: u64,
+    /// `perf_event_attr::config` of the `PERF_TYPE_RAW` event.
+    pub(crate) raw_config: u64,
     /// Target overflow interrupts per second (perf frequency mode).
     pub(crate) sample_freq: u64,
 }
@@ -102,17 +96,17 @@ fn counter_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
 pub(crate) fn start_counter(cpu: u32, spec: &CounterSpec) -> Result {
     let slot = counter_slot(cpu).ok_or(kernel::error::code::EINVAL)?;
     let mut attr = PerfEventAttr {
-        type_: spec.type_,
+        type_: crate::pmu::PERF_TYPE_RAW,
         size: core::mem::size_of::<PerfEventAttr>() as u32,
-        config: spec.config,
+        config: spec.raw_config,
         sample_period_or_freq: spec.sample_freq,
         sample_type: 0,
         read_format: 0,
         flags: crate::pmu::PERF_ATTR_FLAG_FREQ,
         wakeup_events: 0,
-        bp_type: spec.bp_type,
-        bp_addr_or_config1: spec.bp_addr,
-        bp_len_or_config2: spec.bp_len,
+        bp_type: 0,
+        bp_addr_or_config1: 0,
+        bp_len_or_config2: 0,
         rest: [0; 8],
     };
     // A new counter starts from zero.
@@ -194,8 +188,7 @@ unsafe extern "C" fn on_overflow(
     // SAFETY: `current` is valid in any context; `flags` is a plain integer that only the
     // task itself changes, and it is interrupted.
     let flags = unsafe { (*bindings::get_current()).flags };
-    #[cfg_attr(not(amd_sld_sim), allow(unused_mut))]
-    let mut sample = Sample {
+    let sample = Sample {
         count,
         user_mode,
         // KVM sets PF_VCPU from guest entry until after the exit's NMI has been handled.
@@ -203,8 +196,6 @@ unsafe extern "C" fn on_overflow(
         kernel_thread: flags & bindings::PF_KTHREAD != 0,
         ip: if user_mode { regs.ip as u64 } else { 0 },
     };
-    #[cfg(amd_sld_sim)]
-    crate::sim::pmu_sample(&mut sample);
     crate::sample::on_sample(&sample);
 }
 

@@ -8,15 +8,8 @@ pub const LS_LOCKS_BUS_LOCK_UMASK: u64 = 0x01;
 
 /// `perf_event_attr::type` of a raw, model-specific event (`PERF_TYPE_RAW`).
 pub const PERF_TYPE_RAW: u32 = 4;
-/// `perf_event_attr::type` of a hardware breakpoint (`PERF_TYPE_BREAKPOINT`); the test build's
-/// stand-in for the PMU event.
-pub const PERF_TYPE_BREAKPOINT: u32 = 5;
 /// `perf_event_attr::freq`: `sample_period` holds a frequency, and perf adapts the period.
 pub const PERF_ATTR_FLAG_FREQ: u64 = 1 << 10;
-/// `HW_BREAKPOINT_W`: trigger on writes.
-pub const HW_BREAKPOINT_W: u32 = 2;
-/// `HW_BREAKPOINT_LEN_4`.
-pub const HW_BREAKPOINT_LEN_4: u64 = 4;
 
 /// Overflow interrupts per second per CPU that perf's frequency mode aims for. Below this
 /// many bus locks per second the period falls to 1 and every bus lock is attributed; above
