@@ -2,7 +2,7 @@
 /*
  * What Rust cannot express in Linux 6.12: the module_param_cb() macro, and kernel static
  * inlines and macros. No logic lives here: each function forwards to one kernel inline,
- * and the static_asserts pin the few kernel layouts and values that src/kmod/ffi.rs has
+ * and the static_asserts pin the few kernel layouts and values that src/kmod/ffi/ has
  * to declare by hand because kernel::bindings does not carry them.
  */
 #include <linux/kdebug.h>
@@ -18,7 +18,7 @@
 #include <asm/kdebug.h>
 #include <asm/msr.h>
 
-/* Implemented in Rust: src/kmod/ffi.rs. */
+/* Implemented in Rust: src/kmod/ffi/param.rs. */
 int amd_sld_policy_set(const char *value, const struct kernel_param *kp);
 int amd_sld_policy_get(char *buffer, const struct kernel_param *kp);
 int amd_sld_source_set(const char *value, const struct kernel_param *kp);
@@ -86,7 +86,7 @@ void amd_sld_synchronize_rcu_tasks(void)
 	synchronize_rcu_tasks();
 }
 
-/* Declared by hand in ffi.rs: keep these in step. */
+/* Declared by hand in src/kmod/ffi/: keep these in step. */
 static_assert(DIE_DEBUG == 3);
 static_assert(TWA_RESUME == 1);
 static_assert(TWA_NMI_CURRENT == 4);

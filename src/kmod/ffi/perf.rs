@@ -10,7 +10,8 @@ use kernel::bindings;
 use kernel::error::{from_err_ptr, Error, Result};
 use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 
-use super::{KernelOwned, DEFERRED_IN_FLIGHT, MAX_CPUS};
+use super::task_work::{task_work_add, DEFERRED_IN_FLIGHT};
+use super::{KernelOwned, MAX_CPUS};
 use crate::sample::{Deferred, Sample};
 
 extern "C" {
@@ -29,8 +30,6 @@ extern "C" {
     ) -> u64;
     /// glue.c: `local64_read(&event->count)`, NMI-safe.
     fn amd_sld_perf_event_count(event: *mut bindings::perf_event) -> u64;
-    // `task_struct` trips `improper_ctypes` (a zero-sized member): pass it untyped.
-    fn task_work_add(task: *mut c_void, work: *mut bindings::callback_head, mode: c_uint) -> c_int;
 }
 
 /// `TWA_NMI_CURRENT`: queue task work for `current` from NMI; checked in glue.c.
@@ -317,12 +316,6 @@ unsafe extern "C" fn run_deferred_from_nmi(head: *mut bindings::callback_head) {
     crate::sample::on_return(&work);
     // Last touch of module data: `wait_for_deferred_work()` treats zero as "all done".
     DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
-}
-
-/// Microseconds of `CLOCK_MONOTONIC`, safe in any context, NMI included.
-pub(crate) fn now_us() -> u64 {
-    // SAFETY: `ktime_get_mono_fast_ns()` has no preconditions and is NMI-safe.
-    unsafe { bindings::ktime_get_mono_fast_ns() / 1_000 }
 }
 
 const _: () = assert!(core::mem::size_of::<c_ulong>() == core::mem::size_of::<u64>());

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! CPUs: the boot CPU's identity, this CPU, the online CPUs and the CPU hotplug lock.
+
+use core::ptr;
+
+use kernel::bindings;
+use kernel::ffi::{c_uint, c_ulong};
+
+extern "C" {
+    fn amd_sld_this_cpu() -> c_uint;
+}
+
+/// The boot CPU's vendor and its `CPUID_7_ECX` capability word, as the kernel recorded them.
+pub(crate) fn boot_cpu_identity() -> (u8, u32) {
+    // SAFETY: `boot_cpu_data` is written during early boot and only read afterwards. The
+    // anonymous unions hold plain integers, valid under every interpretation.
+    unsafe {
+        let data = ptr::addr_of!(bindings::boot_cpu_data);
+        let vendor = (*data).__bindgen_anon_1.__bindgen_anon_1.x86_vendor;
+        let word = (*data).__bindgen_anon_2.x86_capability[crate::x86::CAPABILITY_WORD_CPUID_7_ECX];
+        (vendor, word)
+    }
+}
+
+/// The CPU this code runs on. Only meaningful where the caller cannot migrate (the #DB
+/// notifier and the PMU overflow handler run with interrupts off).
+pub(crate) fn this_cpu() -> u32 {
+    // SAFETY: reading the per-CPU CPU number has no preconditions.
+    unsafe { amd_sld_this_cpu() }
+}
+
+/// Upper bound (exclusive) of CPU numbers on this boot.
+pub(crate) fn nr_cpu_ids() -> u32 {
+    // SAFETY: `nr_cpu_ids` is set during early boot and only read afterwards.
+    unsafe { bindings::nr_cpu_ids }
+}
+
+/// Holds the CPU hotplug lock for reading: no CPU comes or goes while it lives.
+///
+/// # Invariants
+///
+/// `cpus_read_lock()` is held from `lock()` until drop.
+pub(crate) struct CpusReadLocked(());
+
+impl CpusReadLocked {
+    /// Takes the CPU hotplug lock for reading; may sleep.
+    pub(crate) fn lock() -> Self {
+        // SAFETY: process context, which every caller (parameter store, init, exit) is.
+        unsafe { bindings::cpus_read_lock() };
+        CpusReadLocked(())
+    }
+
+    /// The online CPUs, which cannot change while the lock is held.
+    pub(crate) fn online(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..nr_cpu_ids()).filter(|&cpu| cpu_is_online(cpu))
+    }
+}
+
+impl Drop for CpusReadLocked {
+    fn drop(&mut self) {
+        // SAFETY: by the type invariant, we hold the lock.
+        unsafe { bindings::cpus_read_unlock() };
+    }
+}
+
+fn cpu_is_online(cpu: u32) -> bool {
+    let bits = c_ulong::BITS;
+    let word = (cpu / bits) as usize;
+    // SAFETY: `__cpu_online_mask` is a static bitmap of `NR_CPUS` bits and `cpu` is below
+    // `nr_cpu_ids <= NR_CPUS`; a racy read is what `cpu_online()` does too.
+    let value =
+        unsafe { ptr::read_volatile(ptr::addr_of!(bindings::__cpu_online_mask.bits[word])) };
+    value & (1 << (cpu % bits)) != 0
+}

@@ -1,0 +1,115 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The die notifier chain, for `DIE_DEBUG`: every #DB.
+
+use core::ptr;
+
+use kernel::bindings;
+use kernel::error::{to_result, Result};
+use kernel::ffi::{c_char, c_int, c_long, c_ulong, c_void};
+
+use super::KernelOwned;
+
+// Kernel interfaces that `kernel::bindings` does not carry in 6.12.
+extern "C" {
+    fn register_die_notifier(block: *mut bindings::notifier_block) -> c_int;
+    fn unregister_die_notifier(block: *mut bindings::notifier_block) -> c_int;
+}
+
+/// `DIE_DEBUG` of `enum die_val` (asm/kdebug.h); checked in glue.c.
+const DIE_DEBUG: c_ulong = 3;
+/// `NOTIFY_DONE`: let the other die notifiers and the kernel see the exception too.
+const NOTIFY_DONE: c_int = bindings::NOTIFY_DONE as c_int;
+
+const _: () = assert!(core::mem::size_of::<c_ulong>() == core::mem::size_of::<u64>());
+
+/// `struct die_args` (linux/kdebug.h); layout checked in glue.c.
+#[repr(C)]
+struct DieArgs {
+    regs: *mut bindings::pt_regs,
+    description: *const c_char,
+    err: c_long,
+    trap_number: c_int,
+    signal_number: c_int,
+}
+
+/// A user-mode debug exception, as the `DIE_DEBUG` notifier chain sees it.
+pub(crate) struct DebugTrap<'a> {
+    regs: &'a mut bindings::pt_regs,
+    dr6: &'a mut u64,
+}
+
+impl DebugTrap<'_> {
+    /// DR6 as the kernel will act on it after the notifiers (positive polarity); clearing a
+    /// bit consumes that cause.
+    pub(crate) fn dr6(&mut self) -> &mut u64 {
+        self.dr6
+    }
+
+    /// The user instruction pointer: for a trap-like #DB, the instruction after the lock.
+    pub(crate) fn user_ip(&self) -> u64 {
+        self.regs.ip as u64
+    }
+}
+
+/// # Safety
+///
+/// Called by `notify_die()` only, with `data` pointing to a `struct die_args`.
+unsafe extern "C" fn on_die(
+    _block: *mut bindings::notifier_block,
+    action: c_ulong,
+    data: *mut c_void,
+) -> c_int {
+    if action != DIE_DEBUG {
+        return NOTIFY_DONE;
+    }
+    // SAFETY: for every die action, `data` is the `struct die_args` of `notify_die()`.
+    let args = unsafe { &*data.cast::<DieArgs>() };
+    // SAFETY: for DIE_DEBUG, `regs` is the trapped context on the exception stack, which
+    // nothing else touches while the notifier chain runs on this CPU.
+    let regs = unsafe { &mut *args.regs };
+    // user_mode(): kernel-mode #DB runs in NMI-like context, where amd_sld does nothing.
+    // SAFETY: every variant of the union is a plain integer; bits 0-1 are the CPL.
+    let cs = unsafe { regs.__bindgen_anon_1.csx };
+    if cs & 3 != 3 {
+        return NOTIFY_DONE;
+    }
+    // SAFETY: `exc_debug_user()` passes `&dr6` of its own frame as `err` (`notify_debug()`),
+    // and reads it back after the chain; nothing else holds a reference meanwhile.
+    // `unsigned long` is a u64 on x86_64, the only architecture this module builds for.
+    let dr6 = unsafe { &mut *(args.err as *mut u64) };
+    crate::trap::on_user_debug_trap(&mut DebugTrap { regs, dr6 });
+    NOTIFY_DONE
+}
+
+static DIE_NOTIFIER: KernelOwned<bindings::notifier_block> =
+    KernelOwned::new(bindings::notifier_block {
+        notifier_call: Some(on_die),
+        next: ptr::null_mut(),
+        priority: 0,
+    });
+
+/// amd_sld's place on the die notifier chain, which sees every #DB.
+///
+/// # Invariants
+///
+/// `DIE_NOTIFIER` is registered from `register()` until drop.
+pub(crate) struct DebugTrapHook(());
+
+impl DebugTrapHook {
+    /// Starts receiving #DB exceptions.
+    pub(crate) fn register() -> Result<Self> {
+        // SAFETY: the block is static and registered at most once, since this type is the
+        // only caller and the module creates one.
+        to_result(unsafe { register_die_notifier(DIE_NOTIFIER.get()) })?;
+        Ok(DebugTrapHook(()))
+    }
+}
+
+impl Drop for DebugTrapHook {
+    fn drop(&mut self) {
+        // SAFETY: registered by the type invariant. The chain is RCU-protected and the
+        // unregistration waits for a grace period: no CPU runs `on_die` after this returns.
+        unsafe { unregister_die_notifier(DIE_NOTIFIER.get()) };
+    }
+}

@@ -1,0 +1,64 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The one module of amd_sld that uses `unsafe`: every call into C and every C layout.
+//!
+//! Each item here turns one kernel interface into a safe Rust one, and states once, next to
+//! the `unsafe` block, why the kernel's contract holds. The rest of the module is safe Rust.
+//! Preference order for what it calls: the `kernel` crate, then `kernel::bindings`, then
+//! declarations of our own (below, pinned by `static_assert`s in `glue.c`), then the
+//! forwarding functions of `glue.c` for kernel static inlines and macros.
+
+use core::cell::UnsafeCell;
+use kernel::bindings;
+use kernel::error::Result;
+use kernel::ffi::c_int;
+
+mod cpu;
+mod die;
+mod hotplug;
+mod msr;
+mod param;
+mod perf;
+mod sysfs;
+mod task;
+mod task_work;
+mod time;
+
+pub(crate) use cpu::{boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked};
+pub(crate) use die::{DebugTrap, DebugTrapHook};
+pub(crate) use hotplug::CpuHotplug;
+pub(crate) use msr::{msr_update_on, MsrUpdate};
+pub(crate) use param::ParamLock;
+pub(crate) use perf::{defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec};
+pub(crate) use sysfs::SysfsDir;
+pub(crate) use task::{current_comm, current_ids, fatal_signal_pending, force_sigbus_current};
+pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
+pub(crate) use time::{now_ms, now_us, sleep_killable_until_us};
+
+/// CPU numbers this module keeps state for.
+const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
+
+/// A value the kernel links into its own lists, so it lives in a static that C may write.
+#[repr(transparent)]
+pub(super) struct KernelOwned<T>(UnsafeCell<T>);
+
+// SAFETY: Rust code never reads or writes the contents after start-up; the kernel serialises
+// its own accesses (notifier chain lock, sysfs core).
+unsafe impl<T> Sync for KernelOwned<T> {}
+
+impl<T> KernelOwned<T> {
+    pub(super) const fn new(value: T) -> Self {
+        KernelOwned(UnsafeCell::new(value))
+    }
+
+    pub(super) const fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}
+
+fn errno_of(result: Result) -> c_int {
+    match result {
+        Ok(()) => 0,
+        Err(error) => error.to_errno(),
+    }
+}

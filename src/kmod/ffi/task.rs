@@ -1,0 +1,41 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The current task: its name and IDs, its signals.
+
+use kernel::bindings;
+use kernel::ffi::c_int;
+
+extern "C" {
+    fn amd_sld_fatal_signal_pending() -> bool;
+}
+
+/// Length of `task_struct::comm` (`TASK_COMM_LEN`).
+pub(crate) const COMM_LEN: usize = 16;
+
+/// The current task's name, NUL-padded.
+pub(crate) fn current_comm() -> [u8; COMM_LEN] {
+    // SAFETY: `current` is valid while it runs; `comm` is a fixed array that is always
+    // NUL-terminated. A concurrent rename can tear it, as it can for `%s` of `current->comm`.
+    unsafe { (*bindings::get_current()).comm }
+}
+
+/// The current task's thread ID and thread-group ID.
+pub(crate) fn current_ids() -> (i32, i32) {
+    let task = kernel::current!();
+    (task.pid(), task.group_leader().pid())
+}
+
+/// Sends the current task a SIGBUS that it cannot block or ignore (`force_sig()`).
+///
+/// `force_sig_fault()`, which would set `si_code = BUS_ADRALN` as the kernel's own fatal
+/// mode does, is not exported in 6.12; `force_sig()` sets `SI_KERNEL`.
+pub(crate) fn force_sigbus_current() {
+    // SAFETY: `force_sig()` acts on `current` and may be called in atomic context.
+    unsafe { bindings::force_sig(bindings::SIGBUS as c_int) };
+}
+
+/// Whether the current task has been killed (SIGKILL pending).
+pub(crate) fn fatal_signal_pending() -> bool {
+    // SAFETY: reads the current task's pending signals, which is always allowed.
+    unsafe { amd_sld_fatal_signal_pending() }
+}

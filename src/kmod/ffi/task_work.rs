@@ -1,0 +1,99 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Work deferred from the #DB notifier to the trapped task's return to user mode.
+
+use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use kernel::alloc::{flags, KBox};
+use kernel::bindings;
+use kernel::error::{Error, Result};
+use kernel::ffi::{c_int, c_uint, c_void};
+
+use super::time::msleep;
+
+extern "C" {
+    // `task_struct` trips `improper_ctypes` (a zero-sized member): pass it untyped.
+    pub(super) fn task_work_add(
+        task: *mut c_void,
+        work: *mut bindings::callback_head,
+        mode: c_uint,
+    ) -> c_int;
+    fn amd_sld_synchronize_rcu_tasks();
+}
+
+/// `TWA_RESUME` of `enum task_work_notify_mode`; checked in glue.c.
+const TWA_RESUME: c_uint = 1;
+
+/// Deferred works queued and not yet finished. Module exit waits for zero.
+pub(super) static DEFERRED_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+#[repr(C)]
+struct DeferredWork {
+    // Must stay first: the kernel hands back a pointer to it.
+    head: bindings::callback_head,
+    user_ip: u64,
+    until_us: u64,
+}
+
+/// # Safety
+///
+/// Called by `task_work_run()` only, with the `head` queued by `defer_to_user_return`.
+unsafe extern "C" fn run_deferred(head: *mut bindings::callback_head) {
+    // SAFETY: `head` is the first field of a `DeferredWork` leaked by `defer_to_user_return`,
+    // and the kernel runs each queued work exactly once.
+    let work = unsafe { KBox::from_raw(head.cast::<DeferredWork>()) };
+    let (user_ip, until_us) = (work.user_ip, work.until_us);
+    drop(work);
+    crate::throttle::on_return_to_user(user_ip, until_us);
+    // Last touch of module data: `wait_for_deferred_work()` treats zero as "all done".
+    DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
+}
+
+/// Arranges for `crate::throttle::on_return_to_user(user_ip, until_us)` to run in the
+/// current task, in process context with interrupts on, before it returns to user mode.
+/// Atomic-safe.
+pub(crate) fn defer_to_user_return(user_ip: u64, until_us: u64) -> Result {
+    let work = KBox::new(
+        DeferredWork {
+            head: bindings::callback_head {
+                next: ptr::null_mut(),
+                func: Some(run_deferred),
+            },
+            user_ip,
+            until_us,
+        },
+        flags::GFP_ATOMIC,
+    )?;
+    let raw = KBox::into_raw(work);
+    DEFERRED_IN_FLIGHT.fetch_add(1, Ordering::Acquire);
+    // SAFETY: `raw` is a valid, initialised work item that the kernel owns until it runs
+    // `run_deferred`; `current` is valid. TWA_RESUME runs it on the way back to user mode.
+    let status = unsafe {
+        task_work_add(
+            bindings::get_current().cast(),
+            ptr::addr_of_mut!((*raw).head),
+            TWA_RESUME,
+        )
+    };
+    if status != 0 {
+        // The task is exiting: the work was not queued and is still ours.
+        // SAFETY: `raw` came from `KBox::into_raw` above and was not handed over.
+        drop(unsafe { KBox::from_raw(raw) });
+        DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
+        return Err(Error::from_errno(status));
+    }
+    Ok(())
+}
+
+/// Waits until every deferred work has finished and no task can still be executing its last
+/// instructions in this module's text. Call after the notifier is gone, before unloading.
+pub(crate) fn wait_for_deferred_work() {
+    while DEFERRED_IN_FLIGHT.load(Ordering::Acquire) != 0 {
+        msleep(5);
+    }
+    // A task preempted between the decrement and the return of `run_deferred` is still in
+    // our text: RCU Tasks waits for every task to pass a voluntary context switch.
+    // SAFETY: process context, no locks held that RCU Tasks could need.
+    unsafe { amd_sld_synchronize_rcu_tasks() };
+}
