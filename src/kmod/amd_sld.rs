@@ -88,17 +88,18 @@ impl kernel::Module for AmdSld {
         let source = control::choose_source().map_err(refuse)?;
         let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"))?;
         let throttle_drain = ThrottleDrain;
-        let trap_hook = ffi::DebugTrapHook::register()?;
-        let hotplug = ffi::CpuHotplug::register(c_str!("amd_sld:online")).map_err(|error| {
-            if source == Source::Pmu {
-                refuse(Refusal::PmuUnavailable {
-                    errno: error.to_errno(),
-                    no_trap: control::requested() == Requested::Auto,
-                })
-            } else {
-                error
-            }
-        })?;
+        let trap_hook = ffi::DebugTrapHook::register::<Trap>()?;
+        let hotplug =
+            ffi::CpuHotplug::register::<Arming>(c_str!("amd_sld:online")).map_err(|error| {
+                if source == Source::Pmu {
+                    refuse(Refusal::PmuUnavailable {
+                        errno: error.to_errno(),
+                        no_trap: control::requested() == Requested::Auto,
+                    })
+                } else {
+                    error
+                }
+            })?;
         control::start();
         pr_info!(
             "loaded: split_lock_detect={}, source={}, bus-lock detection armed on CPUs {}\n",
@@ -115,6 +116,28 @@ impl kernel::Module for AmdSld {
                 _sysfs: sysfs,
             }),
         })
+    }
+}
+
+/// The die notifier: every user-mode #DB goes to the trap policy.
+struct Trap;
+
+impl ffi::DieNotifier for Trap {
+    fn user_debug_trap(trap: &mut ffi::DebugTrap<'_>) {
+        trap::on_user_debug_trap(trap);
+    }
+}
+
+/// The CPU hotplug state: each CPU is armed as it comes online, disarmed as it goes.
+struct Arming;
+
+impl ffi::HotplugHandler for Arming {
+    fn online(cpu: u32) -> Result {
+        arming::on_cpu_online(cpu)
+    }
+
+    fn offline(cpu: u32) {
+        arming::on_cpu_offline(cpu);
     }
 }
 

@@ -15,13 +15,6 @@ use crate::stats;
 /// kernel's retry period in `handle_bus_lock()`.
 const RETRY_MS: u64 = 20;
 
-/// Runs as task work of the trapped task (see `crate::ffi::defer_to_user_return`): sleeps
-/// until its bus lock's turn, then warns as the kernel does once a task is let through.
-pub(crate) fn on_return_to_user(user_ip: u64, until_us: u64) {
-    sleep_until(until_us);
-    crate::trap::warn(user_ip);
-}
-
 /// Sleeps until `until_us` of `CLOCK_MONOTONIC`, in steps of at most [`RETRY_MS`]; returns
 /// early when the policy stops throttling, at unload, or on a fatal signal. Counts the
 /// time slept in `throttled_ms`.

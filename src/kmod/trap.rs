@@ -4,7 +4,7 @@
 //!
 //! This runs in `exc_debug_user()` before it enables interrupts: nothing here may sleep,
 //! spin on a lock or allocate anything but GFP_ATOMIC. Sleeping (`ratelimit`) is deferred
-//! to the task's own return to user mode, in `crate::throttle`.
+//! to the task's own return to user mode ([`on_return_to_user`], `crate::throttle`).
 
 use kernel::prelude::*;
 
@@ -16,6 +16,7 @@ use crate::ratelimit::{RateLimiter, Verdict};
 use crate::record::{Action, Source};
 use crate::report::{self, Sighting};
 use crate::stats;
+use crate::throttle;
 
 /// The log's own limit, that of `pr_warn_ratelimited()`: 10 lines per 5 s
 /// (`DEFAULT_RATELIMIT_BURST`, `DEFAULT_RATELIMIT_INTERVAL`).
@@ -46,7 +47,9 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
                 warn(user_ip);
                 Action::Warn
             }
-            Some(until_us) if ffi::defer_to_user_return(user_ip, until_us).is_ok() => {
+            Some(until_us)
+                if ffi::defer_to_user_return(on_return_to_user, user_ip, until_us).is_ok() =>
+            {
                 stats::THROTTLED.inc();
                 Action::Throttle
             }
@@ -67,8 +70,15 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
     report::record_current(&sighting, action);
 }
 
+/// Runs as task work of the trapped task (see `ffi::defer_to_user_return`): sleeps until
+/// its bus lock's turn, then warns as the kernel does once a task is let through.
+fn on_return_to_user(user_ip: u64, until_us: u64) {
+    throttle::sleep_until(until_us);
+    warn(user_ip);
+}
+
 /// The `warn` action, also taken by `ratelimit` once a task is under budget.
-pub(crate) fn warn(user_ip: u64) {
+fn warn(user_ip: u64) {
     stats::WARNED.inc();
     log(user_ip, "");
 }

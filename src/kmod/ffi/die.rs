@@ -3,9 +3,10 @@
 //! The die notifier chain, for `DIE_DEBUG`: every #DB.
 
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::bindings;
-use kernel::error::{to_result, Result};
+use kernel::error::{code, to_result, Result};
 use kernel::ffi::{c_char, c_int, c_long, c_ulong, c_void};
 
 use super::KernelOwned;
@@ -52,10 +53,16 @@ impl DebugTrap<'_> {
     }
 }
 
+/// What to do with the user-mode #DB exceptions that the die notifier chain passes on.
+pub(crate) trait DieNotifier {
+    /// A user-mode `DIE_DEBUG`, in `exc_debug_user()` with interrupts off: may not sleep.
+    fn user_debug_trap(trap: &mut DebugTrap<'_>);
+}
+
 /// # Safety
 ///
 /// Called by `notify_die()` only, with `data` pointing to a `struct die_args`.
-unsafe extern "C" fn on_die(
+unsafe extern "C" fn on_die<N: DieNotifier>(
     _block: *mut bindings::notifier_block,
     action: c_ulong,
     data: *mut c_void,
@@ -78,30 +85,51 @@ unsafe extern "C" fn on_die(
     // and reads it back after the chain; nothing else holds a reference meanwhile.
     // `unsigned long` is a u64 on x86_64, the only architecture this module builds for.
     let dr6 = unsafe { &mut *(args.err as *mut u64) };
-    crate::trap::on_user_debug_trap(&mut DebugTrap { regs, dr6 });
+    N::user_debug_trap(&mut DebugTrap { regs, dr6 });
     NOTIFY_DONE
 }
 
+/// The module's one die notifier block; its callback is set by [`DebugTrapHook::register`]
+/// while the block is off the chain.
 static DIE_NOTIFIER: KernelOwned<bindings::notifier_block> =
     KernelOwned::new(bindings::notifier_block {
-        notifier_call: Some(on_die),
+        notifier_call: None,
         next: ptr::null_mut(),
         priority: 0,
     });
+
+/// Whether a [`DebugTrapHook`] owns `DIE_NOTIFIER`.
+static DIE_NOTIFIER_TAKEN: AtomicBool = AtomicBool::new(false);
 
 /// amd_sld's place on the die notifier chain, which sees every #DB.
 ///
 /// # Invariants
 ///
-/// `DIE_NOTIFIER` is registered from `register()` until drop.
+/// `DIE_NOTIFIER` is registered from `register()` until drop, and this hook is the only
+/// owner of it (`DIE_NOTIFIER_TAKEN`).
 pub(crate) struct DebugTrapHook(());
 
 impl DebugTrapHook {
-    /// Starts receiving #DB exceptions.
-    pub(crate) fn register() -> Result<Self> {
-        // SAFETY: the block is static and registered at most once, since this type is the
-        // only caller and the module creates one.
-        to_result(unsafe { register_die_notifier(DIE_NOTIFIER.get()) })?;
+    /// Starts passing user-mode #DB exceptions to `N`. One hook at a time: `-EBUSY` while
+    /// another lives.
+    pub(crate) fn register<N: DieNotifier>() -> Result<Self> {
+        if DIE_NOTIFIER_TAKEN
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(code::EBUSY);
+        }
+        let block = DIE_NOTIFIER.get();
+        // SAFETY: we own the block (`DIE_NOTIFIER_TAKEN`) and it is not on the chain, so
+        // nothing else reads or writes it. The block is static and registered once.
+        let status = unsafe {
+            (*block).notifier_call = Some(on_die::<N>);
+            register_die_notifier(block)
+        };
+        if let Err(error) = to_result(status) {
+            DIE_NOTIFIER_TAKEN.store(false, Ordering::Release);
+            return Err(error);
+        }
         Ok(DebugTrapHook(()))
     }
 }
@@ -111,5 +139,6 @@ impl Drop for DebugTrapHook {
         // SAFETY: registered by the type invariant. The chain is RCU-protected and the
         // unregistration waits for a grace period: no CPU runs `on_die` after this returns.
         unsafe { unregister_die_notifier(DIE_NOTIFIER.get()) };
+        DIE_NOTIFIER_TAKEN.store(false, Ordering::Release);
     }
 }

@@ -9,8 +9,16 @@ use kernel::str::CStr;
 
 use super::errno_of;
 
-/// A dynamic CPU hotplug state whose callbacks are `crate::arming::on_cpu_online` and
-/// `crate::arming::on_cpu_offline`.
+/// What a CPU hotplug state does as each CPU comes and goes.
+pub(crate) trait HotplugHandler {
+    /// A CPU came online (or, at registration, is online); an error fails the bring-up
+    /// (at registration: the registration).
+    fn online(cpu: u32) -> Result;
+    /// A CPU is going offline (or, at removal, every online CPU).
+    fn offline(cpu: u32);
+}
+
+/// A dynamic CPU hotplug state whose callbacks are those of a [`HotplugHandler`].
 ///
 /// # Invariants
 ///
@@ -22,22 +30,22 @@ pub(crate) struct CpuHotplug {
 /// # Safety
 ///
 /// Called by the CPU hotplug core only.
-unsafe extern "C" fn hotplug_online(cpu: c_uint) -> c_int {
-    errno_of(crate::arming::on_cpu_online(cpu))
+unsafe extern "C" fn hotplug_online<H: HotplugHandler>(cpu: c_uint) -> c_int {
+    errno_of(H::online(cpu))
 }
 
 /// # Safety
 ///
 /// Called by the CPU hotplug core only.
-unsafe extern "C" fn hotplug_offline(cpu: c_uint) -> c_int {
-    crate::arming::on_cpu_offline(cpu);
+unsafe extern "C" fn hotplug_offline<H: HotplugHandler>(cpu: c_uint) -> c_int {
+    H::offline(cpu);
     0
 }
 
 impl CpuHotplug {
     /// Registers the callbacks and runs the online one on every online CPU now; on error,
     /// the kernel runs the offline one on the CPUs already done and nothing stays registered.
-    pub(crate) fn register(name: &'static CStr) -> Result<Self> {
+    pub(crate) fn register<H: HotplugHandler>(name: &'static CStr) -> Result<Self> {
         // SAFETY: `name` is a static C string; the callbacks have the required signature and
         // live as long as the module, which removes the state before it goes away.
         let state = unsafe {
@@ -45,8 +53,8 @@ impl CpuHotplug {
                 bindings::cpuhp_state_CPUHP_AP_ONLINE_DYN,
                 name.as_char_ptr(),
                 true,
-                Some(hotplug_online),
-                Some(hotplug_offline),
+                Some(hotplug_online::<H>),
+                Some(hotplug_offline::<H>),
                 false,
             )
         };

@@ -25,8 +25,8 @@ mod task_work;
 mod time;
 
 pub(crate) use cpu::{boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked};
-pub(crate) use die::{DebugTrap, DebugTrapHook};
-pub(crate) use hotplug::CpuHotplug;
+pub(crate) use die::{DebugTrap, DebugTrapHook, DieNotifier};
+pub(crate) use hotplug::{CpuHotplug, HotplugHandler};
 pub(crate) use msr::{msr_update_on, MsrUpdate};
 pub(crate) use param::ParamLock;
 pub(crate) use perf::{defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec};
@@ -42,8 +42,9 @@ const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
 #[repr(transparent)]
 pub(super) struct KernelOwned<T>(UnsafeCell<T>);
 
-// SAFETY: Rust code never reads or writes the contents after start-up; the kernel serialises
-// its own accesses (notifier chain lock, sysfs core).
+// SAFETY: Rust code writes the contents only before handing them to the kernel (under a
+// guard that makes it the only writer) and never reads them; the kernel serialises its own
+// accesses (notifier chain lock, sysfs core).
 unsafe impl<T> Sync for KernelOwned<T> {}
 
 impl<T> KernelOwned<T> {
