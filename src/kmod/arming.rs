@@ -19,6 +19,7 @@ use crate::control::{self, Phase};
 use crate::ffi::{self, CpusReadLocked};
 use crate::hw;
 use crate::record::Source;
+use crate::sample;
 use crate::stats;
 use crate::x86::DEBUGCTL_BUS_LOCK_DETECT;
 
@@ -53,7 +54,7 @@ fn slot(cpu: u32) -> Option<&'static CpuSlot> {
 fn arm(cpu: u32) -> Result {
     let slot = slot(cpu).ok_or(code::EINVAL)?;
     if control::source() == Source::Pmu {
-        ffi::start_counter(cpu, &hw::pmu_counter_spec())?;
+        ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec())?;
         slot.restored.store(false, Ordering::Relaxed);
         slot.armed.store(true, Ordering::Release);
         return Ok(());

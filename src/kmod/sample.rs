@@ -12,66 +12,71 @@ use kernel::prelude::*;
 
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
-use crate::ffi;
+use crate::ffi::{self, NmiWork, Sample};
 use crate::policy::Policy;
 use crate::record::{Action, Source};
 use crate::report::{self, Sighting};
 use crate::stats;
 
-/// What the overflow handler saw.
-pub(crate) struct Sample {
-    /// Bus locks the sample stands for: those counted on this CPU since its previous
-    /// sample, charged to the task that was running when the counter overflowed.
-    pub(crate) count: u64,
-    /// The CPU was in user mode.
-    pub(crate) user_mode: bool,
-    /// The task is a vCPU thread in guest mode.
-    pub(crate) guest: bool,
-    /// The task is a kernel thread: it never returns to user mode to be acted on.
-    pub(crate) kernel_thread: bool,
-    /// The user IP, or 0 (kernel mode, guest mode: perf's guest RIP is not exported).
-    pub(crate) ip: u64,
+/// The PMU source's counters: their overflows go to [`on_sample`], the work it defers to
+/// [`on_return`].
+pub(crate) struct Pmu;
+
+impl ffi::PmuHandler for Pmu {
+    fn on_sample(sample: &Sample) {
+        on_sample(sample);
+    }
+
+    fn on_return(work: &NmiWork) {
+        on_return(&Deferred::from_work(work));
+    }
 }
 
 /// Work for the sampled task, merged across samples until it runs.
-pub(crate) struct Deferred {
-    pub(crate) count: u64,
-    pub(crate) action: Action,
-    pub(crate) guest: bool,
-    pub(crate) ip: u64,
+struct Deferred {
+    count: u64,
+    action: Action,
+    guest: bool,
+    ip: u64,
     /// `ratelimit:N`: sleep until this `CLOCK_MONOTONIC` µs.
-    pub(crate) until_us: u64,
+    until_us: u64,
 }
 
 impl Deferred {
     /// Actions in order of severity, so that merged samples keep the strongest.
     const ACTIONS: [Action; 4] = [Action::None, Action::Warn, Action::Throttle, Action::Kill];
 
-    /// The action as a byte that orders by severity.
-    pub(crate) fn action_code(&self) -> u8 {
-        Self::ACTIONS
-            .iter()
-            .position(|&action| action == self.action)
-            .unwrap_or(0) as u8
+    /// The work as queued: the action as a byte that orders by severity.
+    fn to_work(&self) -> NmiWork {
+        NmiWork {
+            count: self.count,
+            severity: Self::ACTIONS
+                .iter()
+                .position(|&action| action == self.action)
+                .unwrap_or(0) as u8,
+            guest: self.guest,
+            ip: self.ip,
+            until_us: self.until_us,
+        }
     }
 
-    /// Reassembles a work from its stored parts.
-    pub(crate) fn from_parts(count: u64, action: u8, guest: bool, ip: u64, until_us: u64) -> Self {
+    /// Reassembles a work from its queued form.
+    fn from_work(work: &NmiWork) -> Self {
         Deferred {
-            count,
+            count: work.count,
             action: Self::ACTIONS
-                .get(usize::from(action))
+                .get(usize::from(work.severity))
                 .copied()
                 .unwrap_or(Action::None),
-            guest,
-            ip,
-            until_us,
+            guest: work.guest,
+            ip: work.ip,
+            until_us: work.until_us,
         }
     }
 }
 
 /// Entry from the overflow handler. NMI context.
-pub(crate) fn on_sample(sample: &Sample) {
+fn on_sample(sample: &Sample) {
     if sample.count == 0 {
         return;
     }
@@ -102,7 +107,7 @@ pub(crate) fn on_sample(sample: &Sample) {
             ip: sample.ip,
             until_us,
         };
-        if ffi::defer_from_nmi(&work).is_ok() {
+        if ffi::defer_from_nmi::<Pmu>(&work.to_work()).is_ok() {
             action = wanted;
         }
     }
@@ -116,7 +121,7 @@ pub(crate) fn on_sample(sample: &Sample) {
 }
 
 /// Runs in the sampled task, in process context, before it returns to user or guest mode.
-pub(crate) fn on_return(work: &Deferred) {
+fn on_return(work: &Deferred) {
     match work.action {
         Action::None => {}
         Action::Warn => {

@@ -29,7 +29,10 @@ pub(crate) use die::{DebugTrap, DebugTrapHook, DieNotifier};
 pub(crate) use hotplug::{CpuHotplug, HotplugHandler};
 pub(crate) use msr::{msr_update_on, MsrUpdate};
 pub(crate) use param::ParamLock;
-pub(crate) use perf::{defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec};
+pub(crate) use perf::{
+    defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, NmiWork, PmuHandler,
+    Sample,
+};
 pub(crate) use sysfs::SysfsDir;
 pub(crate) use task::{current_comm, current_ids, fatal_signal_pending, force_sigbus_current};
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};

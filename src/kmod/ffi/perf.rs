@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Kernel perf counters, their NMI overflow handler, and work deferred from NMI context to
-//! the sampled task: the unsafe half of the PMU source (`crate::sample` is the safe half).
+//! the sampled task. What the samples mean is the [`PmuHandler`]'s business.
 
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -12,7 +12,6 @@ use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
 
 use super::task_work::{task_work_add, DEFERRED_IN_FLIGHT};
 use super::{KernelOwned, MAX_CPUS};
-use crate::sample::{Deferred, Sample};
 
 extern "C" {
     fn perf_event_create_kernel_counter(
@@ -67,6 +66,40 @@ struct PerfSampleDataHead {
     period: u64,
 }
 
+/// What the overflow handler saw.
+pub(crate) struct Sample {
+    /// Bus locks the sample stands for: those counted on this CPU since its previous
+    /// sample, charged to the task that was running when the counter overflowed.
+    pub(crate) count: u64,
+    /// The CPU was in user mode.
+    pub(crate) user_mode: bool,
+    /// The task is a vCPU thread in guest mode.
+    pub(crate) guest: bool,
+    /// The task is a kernel thread: it never returns to user mode to be acted on.
+    pub(crate) kernel_thread: bool,
+    /// The user IP, or 0 (kernel mode, guest mode: perf's guest RIP is not exported).
+    pub(crate) ip: u64,
+}
+
+/// Work deferred from NMI context to the sampled task, merged across samples until it runs:
+/// the counts add up, `severity`, `guest` and `until_us` keep their maximum, `ip` the latest.
+pub(crate) struct NmiWork {
+    pub(crate) count: u64,
+    pub(crate) severity: u8,
+    pub(crate) guest: bool,
+    pub(crate) ip: u64,
+    pub(crate) until_us: u64,
+}
+
+/// What a counter's overflows do.
+pub(crate) trait PmuHandler {
+    /// A counter overflowed. NMI context (a breakpoint's #DB in a test build): atomics only.
+    fn on_sample(sample: &Sample);
+    /// Work queued by [`defer_from_nmi::<Self>`] runs in the sampled task, in process
+    /// context, before it returns to user or guest mode.
+    fn on_return(work: &NmiWork);
+}
+
 /// What to count: a raw (model-specific) PMU event.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CounterSpec {
@@ -89,10 +122,10 @@ fn counter_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
 }
 
 /// Creates `cpu`'s counter: counting user, kernel and guest mode, sampling in frequency
-/// mode, overflow to `crate::sample::on_sample`. Process context; the caller holds the CPU
+/// mode, overflow to `H::on_sample`. Process context; the caller holds the CPU
 /// hotplug lock (the hotplug core, or [`super::CpusReadLocked`]) and the parameter lock or
 /// is the hotplug core, so no two callers start or stop the same CPU's counter at once.
-pub(crate) fn start_counter(cpu: u32, spec: &CounterSpec) -> Result {
+pub(crate) fn start_counter<H: PmuHandler>(cpu: u32, spec: &CounterSpec) -> Result {
     let slot = counter_slot(cpu).ok_or(kernel::error::code::EINVAL)?;
     let mut attr = PerfEventAttr {
         type_: crate::pmu::PERF_TYPE_RAW,
@@ -121,7 +154,7 @@ pub(crate) fn start_counter(cpu: u32, spec: &CounterSpec) -> Result {
             &mut attr,
             cpu,
             ptr::null_mut(),
-            Some(on_overflow),
+            Some(on_overflow::<H>),
             ptr::null_mut(),
         )
     };
@@ -164,7 +197,7 @@ pub(crate) fn read_counters(_cpus: &super::CpusReadLocked, _param: &super::Param
 /// # Safety
 ///
 /// Called by perf only, in NMI (PMU) or #DB (breakpoint) context, with valid arguments.
-unsafe extern "C" fn on_overflow(
+unsafe extern "C" fn on_overflow<H: PmuHandler>(
     event: *mut bindings::perf_event,
     _data: *mut PerfSampleDataHead,
     regs: *mut bindings::pt_regs,
@@ -195,7 +228,7 @@ unsafe extern "C" fn on_overflow(
         kernel_thread: flags & bindings::PF_KTHREAD != 0,
         ip: if user_mode { regs.ip as u64 } else { 0 },
     };
-    crate::sample::on_sample(&sample);
+    H::on_sample(&sample);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -212,12 +245,15 @@ const QUEUED: u8 = 2;
 ///
 /// # Invariants
 ///
-/// `head` belongs to the kernel while `state` is `QUEUED`; `task` is non-zero only while
-/// the work is queued and has not started, and names the task it was queued on.
+/// `head` belongs to the kernel while `state` is `QUEUED`, to whoever moved `state` from
+/// `FREE` to `FILLING` until it is `QUEUED`; `task` is non-zero only while the work is
+/// queued and has not started, and names the task it was queued on; `handler` is the
+/// address of the function in `head` then.
 struct DeferredSlot {
     head: KernelOwned<bindings::callback_head>,
     state: AtomicU8,
     task: AtomicUsize,
+    handler: AtomicUsize,
     count: AtomicU64,
     action: AtomicU8,
     guest: AtomicU8,
@@ -229,10 +265,11 @@ static SLOTS: [DeferredSlot; DEFERRED_SLOTS] = [const {
     DeferredSlot {
         head: KernelOwned::new(bindings::callback_head {
             next: ptr::null_mut(),
-            func: Some(run_deferred_from_nmi),
+            func: None,
         }),
         state: AtomicU8::new(FREE),
         task: AtomicUsize::new(0),
+        handler: AtomicUsize::new(0),
         count: AtomicU64::new(0),
         action: AtomicU8::new(0),
         guest: AtomicU8::new(0),
@@ -246,20 +283,19 @@ fn current_task() -> usize {
     unsafe { bindings::get_current() as usize }
 }
 
-/// Arranges for `crate::sample::on_return(work)` to run in the current task before it next
+/// Arranges for `H::on_return(work)` to run in the current task before it next
 /// returns to user mode or enters its guest. NMI-safe: merges into the task's pending work
 /// if it has one (a task only ever runs on one CPU, so that work cannot be running now),
 /// else takes a free slot. Fails if every slot is taken or the task is exiting.
-pub(crate) fn defer_from_nmi(work: &Deferred) -> Result {
+pub(crate) fn defer_from_nmi<H: PmuHandler>(work: &NmiWork) -> Result {
     let me = current_task();
-    if let Some(pending) = SLOTS
-        .iter()
-        .find(|slot| slot.task.load(Ordering::Acquire) == me)
-    {
+    let run: unsafe extern "C" fn(*mut bindings::callback_head) = run_deferred_from_nmi::<H>;
+    if let Some(pending) = SLOTS.iter().find(|slot| {
+        slot.task.load(Ordering::Acquire) == me
+            && slot.handler.load(Ordering::Relaxed) == run as usize
+    }) {
         pending.count.fetch_add(work.count, Ordering::Relaxed);
-        pending
-            .action
-            .fetch_max(work.action_code(), Ordering::Relaxed);
+        pending.action.fetch_max(work.severity, Ordering::Relaxed);
         pending
             .guest
             .fetch_max(u8::from(work.guest), Ordering::Relaxed);
@@ -276,10 +312,14 @@ pub(crate) fn defer_from_nmi(work: &Deferred) -> Result {
         })
         .ok_or(kernel::error::code::EBUSY)?;
     slot.count.store(work.count, Ordering::Relaxed);
-    slot.action.store(work.action_code(), Ordering::Relaxed);
+    slot.action.store(work.severity, Ordering::Relaxed);
     slot.guest.store(u8::from(work.guest), Ordering::Relaxed);
     slot.ip.store(work.ip, Ordering::Relaxed);
     slot.until_us.store(work.until_us, Ordering::Relaxed);
+    slot.handler.store(run as usize, Ordering::Relaxed);
+    // SAFETY: the slot is ours (we moved it from FREE to FILLING) and the kernel is done
+    // with its head: `task_work_run()` reads a work's fields before it calls the function.
+    unsafe { (*slot.head.get()).func = Some(run) };
     slot.task.store(me, Ordering::Release);
     slot.state.store(QUEUED, Ordering::Release);
     DEFERRED_IN_FLIGHT.fetch_add(1, Ordering::Acquire);
@@ -298,22 +338,22 @@ pub(crate) fn defer_from_nmi(work: &Deferred) -> Result {
 /// # Safety
 ///
 /// Called by `task_work_run()` only, with the head of a slot queued by `defer_from_nmi`.
-unsafe extern "C" fn run_deferred_from_nmi(head: *mut bindings::callback_head) {
+unsafe extern "C" fn run_deferred_from_nmi<H: PmuHandler>(head: *mut bindings::callback_head) {
     let Some(slot) = SLOTS.iter().find(|slot| ptr::eq(slot.head.get(), head)) else {
         return;
     };
     // Closed first: a sample arriving from now on queues a new work rather than merging
     // into this one after it was read.
     slot.task.store(0, Ordering::Release);
-    let work = Deferred::from_parts(
-        slot.count.load(Ordering::Relaxed),
-        slot.action.load(Ordering::Relaxed),
-        slot.guest.load(Ordering::Relaxed) != 0,
-        slot.ip.load(Ordering::Relaxed),
-        slot.until_us.load(Ordering::Relaxed),
-    );
+    let work = NmiWork {
+        count: slot.count.load(Ordering::Relaxed),
+        severity: slot.action.load(Ordering::Relaxed),
+        guest: slot.guest.load(Ordering::Relaxed) != 0,
+        ip: slot.ip.load(Ordering::Relaxed),
+        until_us: slot.until_us.load(Ordering::Relaxed),
+    };
     slot.state.store(FREE, Ordering::Release);
-    crate::sample::on_return(&work);
+    H::on_return(&work);
     // Last touch of module data: `wait_for_deferred_work()` treats zero as "all done".
     DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
 }
