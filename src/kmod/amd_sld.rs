@@ -8,6 +8,8 @@
 //! `handle_bus_lock()` sees it, and applies the same policies, switchable at run time.
 //! See docs/design.md for the mechanisms and their trade-offs.
 
+use core::fmt::Write;
+
 use kernel::c_str;
 use kernel::error::code;
 use kernel::prelude::*;
@@ -86,7 +88,7 @@ impl kernel::Module for AmdSld {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let _param_lock = ffi::ParamLock::lock(module);
         let source = control::choose_source().map_err(refuse)?;
-        let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"))?;
+        let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"), &FILES)?;
         let throttle_drain = ThrottleDrain;
         let trap_hook = ffi::DebugTrapHook::register::<Trap>()?;
         let hotplug =
@@ -118,6 +120,32 @@ impl kernel::Module for AmdSld {
         })
     }
 }
+
+/// The files of `/sys/kernel/amd_sld/` (docs/ABI/sysfs-kernel-amd_sld), in this order.
+/// Counters are world-readable; the records name processes, root only.
+static FILES: [ffi::StatFile; 11] = [
+    ffi::StatFile::new(c_str!("bus_locks"), 0o444, |out| {
+        writeln!(out, "{}", arming::bus_locks(&THIS_MODULE))
+    }),
+    ffi::StatFile::new(c_str!("warned"), 0o444, |out| stats::WARNED.show(out)),
+    ffi::StatFile::new(c_str!("killed"), 0o444, |out| stats::KILLED.show(out)),
+    ffi::StatFile::new(c_str!("throttled"), 0o444, |out| stats::THROTTLED.show(out)),
+    ffi::StatFile::new(c_str!("throttled_ms"), 0o444, |out| {
+        stats::THROTTLED_MS.show(out)
+    }),
+    ffi::StatFile::new(c_str!("armed_cpus"), 0o444, arming::show_armed_cpus),
+    ffi::StatFile::new(c_str!("dropped"), 0o444, |out| {
+        writeln!(out, "{}", report::dropped())
+    }),
+    ffi::StatFile::new(c_str!("events"), 0o400, report::show_events),
+    ffi::StatFile::new(c_str!("top"), 0o400, report::show_top),
+    ffi::StatFile::new(c_str!("guest_bus_locks"), 0o444, |out| {
+        stats::GUEST_BUS_LOCKS.show(out)
+    }),
+    ffi::StatFile::new(c_str!("source"), 0o444, |out| {
+        writeln!(out, "{}", control::source().as_str())
+    }),
+];
 
 /// The die notifier: every user-mode #DB goes to the trap policy.
 struct Trap;

@@ -8,15 +8,18 @@
 //! lock held for reading ([`CpusReadLocked`]); the two exclude each other, so a CPU's slot
 //! is never written by two threads at once.
 
+use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::bindings;
 use kernel::error::{code, Result};
 use kernel::prelude::*;
+use kernel::ThisModule;
 
 use crate::capability::Refusal;
 use crate::control::{self, Phase};
 use crate::ffi::{self, CpusReadLocked};
+use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::record::Source;
 use crate::sample;
@@ -159,6 +162,12 @@ pub(crate) fn armed_cpus() -> impl Iterator<Item = u32> {
     cpus_where(|slot| slot.armed.load(Ordering::Acquire))
 }
 
+/// Writes the CPUs armed now as a cpulist, and a newline: the `armed_cpus` file.
+pub(crate) fn show_armed_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
+    crate::cpulist::write(out, armed_cpus())?;
+    out.write_char('\n')
+}
+
 /// The CPUs whose last disarm restored DEBUGCTL as found, ascending.
 pub(crate) fn restored_cpus() -> impl Iterator<Item = u32> {
     cpus_where(|slot| slot.restored.load(Ordering::Relaxed))
@@ -169,9 +178,10 @@ fn cpus_where(test: fn(&CpuSlot) -> bool) -> impl Iterator<Item = u32> {
 }
 
 /// Bus locks counted so far: the traps, or the released counters' counts plus the live
-/// counters' (exact, read from the hardware). Process context; may sleep.
-pub(crate) fn bus_locks() -> u64 {
-    let param = ffi::ParamLock::lock(&crate::THIS_MODULE);
+/// counters' (exact, read from the hardware). Process context; may sleep. `module` is this
+/// module, whose parameter lock keeps the source from changing meanwhile.
+pub(crate) fn bus_locks(module: &'static ThisModule) -> u64 {
+    let param = ffi::ParamLock::lock(module);
     let cpus = CpusReadLocked::lock();
     let live = match control::source() {
         Source::Pmu => ffi::read_counters(&cpus, &param),

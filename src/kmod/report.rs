@@ -6,8 +6,11 @@
 //! with interrupts off and in NMI context: the structures never wait (src/logic eventlog.rs),
 //! and what they could not take is counted in `dropped`.
 
+use core::fmt::{self, Write};
+
 use crate::eventlog::{EventLog, TopOffenders, EVENT_LOG_LEN, TOP_LEN};
 use crate::ffi;
+use crate::fmtbuf::SliceWriter;
 use crate::record::{Action, Comm, Event, Source};
 
 /// The most recent bus-lock events.
@@ -51,4 +54,21 @@ pub(crate) fn record_current(sighting: &Sighting, action: Action) {
 /// Records lost to contention, in the event record and the top table together.
 pub(crate) fn dropped() -> u64 {
     EVENTS.dropped() + TOP.dropped()
+}
+
+/// Writes the most recent events, one a line, as many as fit: the `events` file.
+pub(crate) fn show_events(out: &mut SliceWriter<'_>) -> fmt::Result {
+    let room = out.room();
+    EVENTS.write_lines(out, room)
+}
+
+/// Writes the top-offender table, one process a line: the `top` file.
+pub(crate) fn show_top(out: &mut SliceWriter<'_>) -> fmt::Result {
+    let mut result = Ok(());
+    TOP.for_each(|offender| {
+        if result.is_ok() {
+            result = writeln!(out, "{offender}");
+        }
+    });
+    result
 }

@@ -33,7 +33,7 @@ pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, NmiWork, PmuHandler,
     Sample,
 };
-pub(crate) use sysfs::SysfsDir;
+pub(crate) use sysfs::{StatFile, SysfsDir};
 pub(crate) use task::{current_comm, current_ids, fatal_signal_pending, force_sigbus_current};
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
 pub(crate) use time::{now_ms, now_us, sleep_killable_until_us};

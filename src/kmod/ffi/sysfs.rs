@@ -2,7 +2,9 @@
 
 //! /sys/kernel/amd_sld.
 
+use core::fmt;
 use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use kernel::bindings;
 use kernel::error::{code, to_result, Result};
@@ -12,14 +14,44 @@ use kernel::str::CStr;
 use super::KernelOwned;
 use crate::fmtbuf::SliceWriter;
 
-/// A read-only sysfs attribute whose `show()` renders `crate::stats::Stat::ALL[I]`.
+/// One read-only file of a [`SysfsDir`]: its name, its mode and what it shows.
+pub(crate) struct StatFile {
+    name: &'static CStr,
+    mode: u16,
+    render: fn(&mut SliceWriter<'_>) -> fmt::Result,
+}
+
+impl StatFile {
+    /// A file `name` with permissions `mode` whose contents `render` writes into the page
+    /// that sysfs passes to `show()`.
+    pub(crate) const fn new(
+        name: &'static CStr,
+        mode: u16,
+        render: fn(&mut SliceWriter<'_>) -> fmt::Result,
+    ) -> Self {
+        StatFile { name, mode, render }
+    }
+}
+
+/// Files a [`SysfsDir`] can hold.
+const MAX_FILES: usize = 16;
+
+/// The table of the live [`SysfsDir`], published before its files exist.
+static FILES: AtomicPtr<StatFile> = AtomicPtr::new(ptr::null_mut());
+static FILES_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a [`SysfsDir`] owns the attributes below.
+static TAKEN: AtomicBool = AtomicBool::new(false);
+
+/// A read-only sysfs attribute whose `show()` renders file `I` of the table; its name and
+/// mode are filled in by [`SysfsDir::create`].
 // Lockdep kernels add fields to `struct attribute` that the update fills; others do not.
 #[allow(clippy::needless_update)]
 const fn stat_attribute<const I: usize>() -> KernelOwned<bindings::kobj_attribute> {
     KernelOwned::new(bindings::kobj_attribute {
         attr: bindings::attribute {
-            name: crate::stats::Stat::ALL[I].name().as_char_ptr(),
-            mode: crate::stats::Stat::ALL[I].mode(),
+            name: ptr::null(),
+            mode: 0,
             // SAFETY: the remaining fields (lockdep keys) are valid when zeroed, as for
             // every statically allocated attribute.
             ..unsafe { core::mem::zeroed() }
@@ -27,6 +59,18 @@ const fn stat_attribute<const I: usize>() -> KernelOwned<bindings::kobj_attribut
         show: Some(show_stat::<I>),
         store: None,
     })
+}
+
+/// The table published by [`SysfsDir::create`].
+fn files() -> &'static [StatFile] {
+    let table = FILES.load(Ordering::Acquire);
+    if table.is_null() {
+        return &[];
+    }
+    let len = FILES_LEN.load(Ordering::Relaxed);
+    // SAFETY: `table` and `len` were stored together from a `&'static [StatFile]` by
+    // `SysfsDir::create`, the length first, before the pointer was published.
+    unsafe { core::slice::from_raw_parts(table, len) }
 }
 
 /// # Safety
@@ -37,28 +81,32 @@ unsafe extern "C" fn show_stat<const I: usize>(
     _attr: *mut bindings::kobj_attribute,
     buffer: *mut c_char,
 ) -> isize {
+    let Some(file) = files().get(I) else {
+        return code::EINVAL.to_errno() as isize;
+    };
     // SAFETY: sysfs passes `show()` a buffer of `PAGE_SIZE` bytes.
     let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
     let mut out = SliceWriter::new(page);
-    match crate::stats::Stat::ALL[I].render(&mut out) {
+    match (file.render)(&mut out) {
         Ok(()) => isize::try_from(out.len()).unwrap_or(0),
         Err(_) => code::E2BIG.to_errno() as isize,
     }
 }
 
-/// The attributes of every `crate::stats::Stat`, and the NULL-terminated list of them that
-/// the group takes: `kobj_attribute` starts with its `attribute`, so a pointer to one is a
-/// pointer to the other. The array types fail to compile if an index is missing.
+/// The attributes, and the NULL-terminated list of those in use that the group takes:
+/// `kobj_attribute` starts with its `attribute`, so a pointer to one is a pointer to the
+/// other. The array types fail to compile if an index is missing.
 macro_rules! stat_attributes {
     ($($index:literal)*) => {
-        static STAT_ATTRIBUTES: [KernelOwned<bindings::kobj_attribute>; crate::stats::Stat::ALL.len()] =
+        static STAT_ATTRIBUTES: [KernelOwned<bindings::kobj_attribute>; MAX_FILES] =
             [$(stat_attribute::<$index>(),)*];
-        static STAT_ATTRIBUTE_LIST: KernelOwned<[*mut bindings::attribute; crate::stats::Stat::ALL.len() + 1]> =
-            KernelOwned::new([$(STAT_ATTRIBUTES[$index].get().cast(),)* ptr::null_mut()]);
     };
 }
 
-stat_attributes!(0 1 2 3 4 5 6 7 8 9 10);
+stat_attributes!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+
+static STAT_ATTRIBUTE_LIST: KernelOwned<[*mut bindings::attribute; MAX_FILES + 1]> =
+    KernelOwned::new([ptr::null_mut(); MAX_FILES + 1]);
 
 static STAT_GROUP: KernelOwned<bindings::attribute_group> =
     KernelOwned::new(bindings::attribute_group {
@@ -68,11 +116,12 @@ static STAT_GROUP: KernelOwned<bindings::attribute_group> =
         ..unsafe { core::mem::zeroed() }
     });
 
-/// The directory `/sys/kernel/amd_sld` with one file per `crate::stats::Stat`.
+/// A directory in `/sys/kernel` with one read-only file per [`StatFile`] of a table.
 ///
 /// # Invariants
 ///
-/// `kobj` is a kobject we created and hold the only reference to.
+/// `kobj` is a kobject we created and hold the only reference to. This directory is the
+/// only owner of the attributes (`TAKEN`), which it filled in before creating the files.
 pub(crate) struct SysfsDir {
     kobj: NonNull<bindings::kobject>,
 }
@@ -83,12 +132,42 @@ unsafe impl Send for SysfsDir {}
 unsafe impl Sync for SysfsDir {}
 
 impl SysfsDir {
-    /// Creates the directory and its files.
-    pub(crate) fn create(name: &'static CStr) -> Result<Self> {
+    /// Creates `/sys/kernel/<name>` and a file for each of `files`, in order. One
+    /// directory at a time (`-EBUSY` while another lives), of at most 16 files.
+    pub(crate) fn create(name: &'static CStr, files: &'static [StatFile]) -> Result<Self> {
+        if files.len() > MAX_FILES {
+            return Err(code::EINVAL);
+        }
+        if TAKEN
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(code::EBUSY);
+        }
+        let list = STAT_ATTRIBUTE_LIST.get();
+        for (index, attribute) in STAT_ATTRIBUTES.iter().enumerate() {
+            let attribute = attribute.get();
+            // SAFETY: no files exist and we own the attributes (`TAKEN`): nothing else reads
+            // or writes them. `index < MAX_FILES`, inside the list of `MAX_FILES + 1`.
+            unsafe {
+                if let Some(file) = files.get(index) {
+                    (*attribute).attr.name = file.name.as_char_ptr();
+                    (*attribute).attr.mode = file.mode;
+                    (*list)[index] = attribute.cast();
+                } else {
+                    (*list)[index] = ptr::null_mut();
+                }
+            }
+        }
+        FILES_LEN.store(files.len(), Ordering::Relaxed);
+        FILES.store(files.as_ptr().cast_mut(), Ordering::Release);
         // SAFETY: `name` is a static C string; `kernel_kobj` is /sys/kernel, alive forever.
         let kobj =
             unsafe { bindings::kobject_create_and_add(name.as_char_ptr(), bindings::kernel_kobj) };
-        let kobj = NonNull::new(kobj).ok_or(code::ENOMEM)?;
+        let Some(kobj) = NonNull::new(kobj) else {
+            TAKEN.store(false, Ordering::Release);
+            return Err(code::ENOMEM);
+        };
         let dir = SysfsDir { kobj };
         // SAFETY: `kobj` is live; the group and its attributes are statics.
         to_result(unsafe { bindings::sysfs_create_group(dir.kobj.as_ptr(), STAT_GROUP.get()) })?;
@@ -101,5 +180,6 @@ impl Drop for SysfsDir {
         // SAFETY: we hold the only reference (type invariant). Dropping it removes the
         // directory and waits for running `show()` calls to finish.
         unsafe { bindings::kobject_put(self.kobj.as_ptr()) };
+        TAKEN.store(false, Ordering::Release);
     }
 }
