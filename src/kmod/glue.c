@@ -19,24 +19,27 @@
 #include <asm/msr.h>
 
 /* Implemented in Rust: src/kmod/ffi/param.rs. */
-int amd_sld_policy_set(const char *value, const struct kernel_param *kp);
-int amd_sld_policy_get(char *buffer, const struct kernel_param *kp);
-int amd_sld_source_set(const char *value, const struct kernel_param *kp);
-int amd_sld_source_get(char *buffer, const struct kernel_param *kp);
+int amd_sld_param_set(const char *value, const struct kernel_param *kp);
+int amd_sld_param_get(char *buffer, const struct kernel_param *kp);
 
-static const struct kernel_param_ops amd_sld_policy_ops = {
-	.set = amd_sld_policy_set,
-	.get = amd_sld_policy_get,
+static const struct kernel_param_ops amd_sld_param_ops = {
+	.set = amd_sld_param_set,
+	.get = amd_sld_param_get,
 };
-module_param_cb(split_lock_detect, &amd_sld_policy_ops, NULL, 0644);
+
+/*
+ * Each parameter's handlers (a Rust `ffi::ParamHandlers`), statics of the crate root
+ * src/kmod/amd_sld.rs, passed to the ops above as the parameter's arg; never written.
+ */
+struct amd_sld_param_handlers;
+extern const struct amd_sld_param_handlers amd_sld_policy_param;
+extern const struct amd_sld_param_handlers amd_sld_source_param;
+
+module_param_cb(split_lock_detect, &amd_sld_param_ops, (void *)&amd_sld_policy_param, 0644);
 MODULE_PARM_DESC(split_lock_detect,
 		 "off, warn (default), fatal or ratelimit:N with N in 1..1000 bus locks/s, as the kernel's split_lock_detect=");
 
-static const struct kernel_param_ops amd_sld_source_ops = {
-	.set = amd_sld_source_set,
-	.get = amd_sld_source_get,
-};
-module_param_cb(source, &amd_sld_source_ops, NULL, 0644);
+module_param_cb(source, &amd_sld_param_ops, (void *)&amd_sld_source_param, 0644);
 MODULE_PARM_DESC(source,
 		 "auto (default: the Bus Lock Detect trap where the CPU has it, else the PMU), bld or pmu (ls_locks.bus_lock)");
 

@@ -28,7 +28,7 @@ pub(crate) use cpu::{boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked};
 pub(crate) use die::{DebugTrap, DebugTrapHook, DieNotifier};
 pub(crate) use hotplug::{CpuHotplug, HotplugHandler};
 pub(crate) use msr::{msr_update_on, MsrUpdate};
-pub(crate) use param::ParamLock;
+pub(crate) use param::{ParamHandlers, ParamLock};
 pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, NmiWork, PmuHandler,
     Sample,

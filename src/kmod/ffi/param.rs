@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The module parameters' callbacks, and the module's parameter lock.
+//! The module parameters' callbacks, dispatched to the handlers each parameter names, and
+//! the module's parameter lock.
+
+use core::fmt;
 
 use kernel::bindings;
 use kernel::error::{code, Result};
@@ -11,81 +14,78 @@ use kernel::ThisModule;
 use super::errno_of;
 use crate::fmtbuf::SliceWriter;
 
-/// Parses a parameter write with `store`.
+/// What a module parameter does when written and read: the `arg` of its `kernel_param`.
 ///
-/// # Safety
-///
-/// `value` is the NUL-terminated string the module parameter core passes to `set()`.
-unsafe fn param_set(value: *const c_char, store: fn(&[u8]) -> Result) -> c_int {
-    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty).
-    let bytes = unsafe { CStr::from_char_ptr(value) }.as_bytes();
-    errno_of(store(bytes))
+/// glue.c declares each parameter with `module_param_cb()`, the ops `amd_sld_param_ops`
+/// (`amd_sld_param_set`/`amd_sld_param_get` below) and, as `arg`, a `static ParamHandlers`
+/// that the crate root exports under a C name. The statics are constants, fixed when the
+/// module is linked: a parameter given at insmod, which the kernel parses before it runs
+/// `init`, reaches its handler like any later write through sysfs.
+pub(crate) struct ParamHandlers {
+    store: fn(&[u8]) -> Result,
+    show: fn(&mut SliceWriter<'_>) -> fmt::Result,
 }
 
-/// Renders a parameter read with `show`.
-///
-/// # Safety
-///
-/// `buffer` is the `PAGE_SIZE` buffer the module parameter core passes to `get()`.
-unsafe fn param_get(
-    buffer: *mut c_char,
-    show: fn(&mut SliceWriter<'_>) -> core::fmt::Result,
-) -> c_int {
-    // SAFETY: `param_attr_show()` passes a buffer of `PAGE_SIZE` bytes.
-    let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
-    let mut out = SliceWriter::new(page);
-    match show(&mut out) {
-        Ok(()) => c_int::try_from(out.len()).unwrap_or(0),
-        Err(_) => code::EINVAL.to_errno(),
+impl ParamHandlers {
+    /// A parameter whose writes `store` parses and applies, and whose reads `show` renders.
+    pub(crate) const fn new(
+        store: fn(&[u8]) -> Result,
+        show: fn(&mut SliceWriter<'_>) -> fmt::Result,
+    ) -> Self {
+        ParamHandlers { store, show }
     }
 }
 
+/// The handlers of `param`.
+///
 /// # Safety
 ///
-/// Called by the module parameter core only, with `value` a NUL-terminated string.
+/// `param` is a `kernel_param` declared in glue.c with `amd_sld_param_ops`, as the module
+/// parameter core passes it to `set()` and `get()`.
+unsafe fn handlers(param: *const bindings::kernel_param) -> &'static ParamHandlers {
+    // SAFETY: by the caller's contract, `param` is live and its `arg` is the address of a
+    // `static ParamHandlers` of the crate root (glue.c), which is never written.
+    unsafe { &*(*param).__bindgen_anon_1.arg.cast::<ParamHandlers>() }
+}
+
+/// A write of a parameter: parses and applies `value`.
+///
+/// # Safety
+///
+/// Called by the module parameter core only, for a parameter declared with
+/// `amd_sld_param_ops`, with `value` a NUL-terminated string.
 #[no_mangle]
-unsafe extern "C" fn amd_sld_policy_set(
+unsafe extern "C" fn amd_sld_param_set(
     value: *const c_char,
-    _param: *const bindings::kernel_param,
+    param: *const bindings::kernel_param,
 ) -> c_int {
-    // SAFETY: the caller's contract is `param_set`'s.
-    unsafe { param_set(value, crate::control::store) }
+    // SAFETY: the caller's contract.
+    let handlers = unsafe { handlers(param) };
+    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty).
+    let bytes = unsafe { CStr::from_char_ptr(value) }.as_bytes();
+    errno_of((handlers.store)(bytes))
 }
 
+/// A read of a parameter: renders it into `buffer`.
+///
 /// # Safety
 ///
-/// Called by the module parameter core only, with a `PAGE_SIZE` buffer.
+/// Called by the module parameter core only, for a parameter declared with
+/// `amd_sld_param_ops`, with a `PAGE_SIZE` buffer.
 #[no_mangle]
-unsafe extern "C" fn amd_sld_policy_get(
+unsafe extern "C" fn amd_sld_param_get(
     buffer: *mut c_char,
-    _param: *const bindings::kernel_param,
+    param: *const bindings::kernel_param,
 ) -> c_int {
-    // SAFETY: the caller's contract is `param_get`'s.
-    unsafe { param_get(buffer, crate::control::show) }
-}
-
-/// # Safety
-///
-/// Called by the module parameter core only, with `value` a NUL-terminated string.
-#[no_mangle]
-unsafe extern "C" fn amd_sld_source_set(
-    value: *const c_char,
-    _param: *const bindings::kernel_param,
-) -> c_int {
-    // SAFETY: the caller's contract is `param_set`'s.
-    unsafe { param_set(value, crate::control::store_source) }
-}
-
-/// # Safety
-///
-/// Called by the module parameter core only, with a `PAGE_SIZE` buffer.
-#[no_mangle]
-unsafe extern "C" fn amd_sld_source_get(
-    buffer: *mut c_char,
-    _param: *const bindings::kernel_param,
-) -> c_int {
-    // SAFETY: the caller's contract is `param_get`'s.
-    unsafe { param_get(buffer, crate::control::show_source) }
+    // SAFETY: the caller's contract.
+    let handlers = unsafe { handlers(param) };
+    // SAFETY: `param_attr_show()` passes a buffer of `PAGE_SIZE` bytes.
+    let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
+    let mut out = SliceWriter::new(page);
+    match (handlers.show)(&mut out) {
+        Ok(()) => c_int::try_from(out.len()).unwrap_or(0),
+        Err(_) => code::EINVAL.to_errno(),
+    }
 }
 
 /// Holds this module's parameter lock, which the kernel also takes around every write of a
