@@ -46,6 +46,7 @@ mod arming;
 mod control;
 mod ffi;
 mod hw;
+mod params;
 mod report;
 mod sample;
 mod stats;
@@ -124,12 +125,12 @@ impl kernel::Module for AmdSld {
 /// The `split_lock_detect` parameter, declared in glue.c. A constant: the kernel calls it
 /// for `insmod amd_sld split_lock_detect=...` before `init` runs (see `ffi::ParamHandlers`).
 #[export_name = "amd_sld_policy_param"]
-static POLICY_PARAM: ffi::ParamHandlers = ffi::ParamHandlers::new(control::store, control::show);
+static POLICY_PARAM: ffi::ParamHandlers = ffi::ParamHandlers::new(params::store, params::show);
 
 /// The `source` parameter, declared in glue.c; a constant, as `POLICY_PARAM`.
 #[export_name = "amd_sld_source_param"]
 static SOURCE_PARAM: ffi::ParamHandlers =
-    ffi::ParamHandlers::new(control::store_source, control::show_source);
+    ffi::ParamHandlers::new(params::store_source, params::show_source);
 
 /// The files of `/sys/kernel/amd_sld/` (docs/ABI/sysfs-kernel-amd_sld), in this order.
 /// Counters are world-readable; the records name processes, root only.

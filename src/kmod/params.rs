@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The two module parameters, `split_lock_detect` and `source`: parsing a write, applying
+//! it (all or nothing, arming or disarming every online CPU while running), and showing the
+//! value. The kernel calls these with the module's parameter lock held, or at insmod before
+//! `init` runs (`Phase::Loading`: the value is only recorded).
+
+use core::fmt::{self, Write};
+
+use kernel::error::{code, Result};
+use kernel::prelude::*;
+
+use crate::arming;
+use crate::capability::{self, Requested};
+use crate::control::{self, Phase};
+use crate::escape::Escaped;
+use crate::ffi::CpusReadLocked;
+use crate::fmtbuf::SliceWriter;
+use crate::hw;
+use crate::policy::Policy;
+
+/// Parses and applies a write to the `split_lock_detect` parameter.
+///
+/// Invalid input changes nothing and is `-EINVAL`. While running, turning detection on arms
+/// every online CPU first and, if any CPU refuses, disarms the ones it armed and keeps the
+/// old policy: a change is all or nothing.
+pub(crate) fn store(input: &[u8]) -> Result {
+    let new = Policy::parse(input).map_err(|error| {
+        pr_err!(
+            "invalid split_lock_detect '{}': {}\n",
+            Escaped(input),
+            error
+        );
+        code::EINVAL
+    })?;
+    match control::phase() {
+        Phase::Loading => {
+            control::set_policy(new);
+            Ok(())
+        }
+        Phase::Stopping => Err(code::ENODEV),
+        Phase::Running => apply(new),
+    }
+}
+
+fn apply(new: Policy) -> Result {
+    let old = control::policy();
+    if old == new {
+        return Ok(());
+    }
+    let cpus = CpusReadLocked::lock();
+    if new.arms_detection() && !old.arms_detection() {
+        arming::arm_online(&cpus)?;
+    }
+    control::set_policy(new);
+    if !new.arms_detection() && old.arms_detection() {
+        arming::disarm_online(&cpus);
+    }
+    pr_info!("split_lock_detect: {} -> {}\n", old, new);
+    Ok(())
+}
+
+/// Writes the canonical form of the policy in force, and a newline.
+pub(crate) fn show(out: &mut SliceWriter<'_>) -> fmt::Result {
+    write!(out, "{}", control::policy())?;
+    out.write_char('\n')
+}
+
+/// Parses and applies a write to the `source` parameter, all or nothing: while running, the
+/// old source is disarmed and the new one armed on every online CPU; if the new one cannot
+/// start, the old one is armed again and the write fails.
+pub(crate) fn store_source(input: &[u8]) -> Result {
+    let requested = Requested::parse(input).map_err(|error| {
+        pr_err!("invalid source '{}': {}\n", Escaped(input), error);
+        code::EINVAL
+    })?;
+    match control::phase() {
+        Phase::Loading => {
+            control::set_requested(requested);
+            Ok(())
+        }
+        Phase::Stopping => Err(code::ENODEV),
+        Phase::Running => switch_source(requested),
+    }
+}
+
+fn switch_source(requested: Requested) -> Result {
+    let new = capability::decide(&hw::facts(), requested).map_err(|refusal| {
+        pr_err!("source={}: {}\n", requested, refusal);
+        code::ENODEV
+    })?;
+    let old = control::source();
+    if new != old {
+        let cpus = CpusReadLocked::lock();
+        let detecting = control::policy().arms_detection();
+        if detecting {
+            arming::disarm_online(&cpus);
+        }
+        control::set_source(new);
+        if detecting {
+            if let Err(error) = arming::arm_online(&cpus) {
+                pr_err!(
+                    "source={}: cannot start it ({:?}); keeping {}\n",
+                    requested,
+                    error,
+                    old.as_str()
+                );
+                control::set_source(old);
+                if arming::arm_online(&cpus).is_err() {
+                    pr_err!("cannot re-arm {} either: detection is off\n", old.as_str());
+                }
+                return Err(error);
+            }
+        }
+        pr_info!("source: {} -> {}\n", old.as_str(), new.as_str());
+    }
+    control::set_requested(requested);
+    Ok(())
+}
+
+/// Writes the requested source, and a newline.
+pub(crate) fn show_source(out: &mut SliceWriter<'_>) -> fmt::Result {
+    writeln!(out, "{}", control::requested())
+}
