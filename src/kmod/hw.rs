@@ -8,17 +8,13 @@ use crate::capability::Facts;
 use crate::ffi::{CounterSpec, MsrUpdate};
 use crate::x86;
 
-/// Whether the kernel we are built for arms AMD bus-lock detection itself (6.13+): Kbuild
-/// sets the cfg from the kernel version.
-const KERNEL_ARMS_AMD_BUS_LOCK: bool = cfg!(amd_sld_kernel_arms_amd_bus_lock);
-
 /// What amd_sld needs to know about the machine before touching it.
 pub(crate) fn facts() -> Facts {
     let (vendor, cpuid_7_ecx) = crate::ffi::boot_cpu_identity();
     Facts {
         amd: vendor == x86::VENDOR_AMD,
         bus_lock_detect: x86::has_bus_lock_detect(cpuid_7_ecx),
-        kernel_arms_amd_bus_lock: KERNEL_ARMS_AMD_BUS_LOCK,
+        kernel_arms_amd_bus_lock: crate::ffi::KERNEL_ARMS_AMD_BUS_LOCK,
     }
 }
 

@@ -11,6 +11,10 @@ extern "C" {
     fn amd_sld_this_cpu() -> c_uint;
 }
 
+/// Whether the kernel we are built for arms AMD bus-lock detection itself (6.13+): Kbuild
+/// sets the cfg from the kernel version.
+pub(crate) const KERNEL_ARMS_AMD_BUS_LOCK: bool = cfg!(amd_sld_kernel_arms_amd_bus_lock);
+
 /// The boot CPU's vendor and its `CPUID_7_ECX` capability word, as the kernel recorded them.
 pub(crate) fn boot_cpu_identity() -> (u8, u32) {
     // SAFETY: `boot_cpu_data` is written during early boot and only read afterwards. The

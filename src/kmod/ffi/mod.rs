@@ -24,7 +24,9 @@ mod task;
 mod task_work;
 mod time;
 
-pub(crate) use cpu::{boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked};
+pub(crate) use cpu::{
+    boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked, KERNEL_ARMS_AMD_BUS_LOCK,
+};
 pub(crate) use die::{DebugTrap, DebugTrapHook, DieNotifier};
 pub(crate) use hotplug::{CpuHotplug, HotplugHandler};
 pub(crate) use msr::{msr_update_on, MsrUpdate};
