@@ -33,13 +33,19 @@ pub(crate) fn store(input: &[u8]) -> Result {
         );
         code::EINVAL
     })?;
+    by_phase(|| control::set_policy(new), || apply(new))
+}
+
+/// Takes a valid write as the phase allows: at insmod `record`s it for `init` to act on,
+/// while running `apply`s it, at unload refuses it (`-ENODEV`).
+fn by_phase(record: impl FnOnce(), apply: impl FnOnce() -> Result) -> Result {
     match control::phase() {
         Phase::Loading => {
-            control::set_policy(new);
+            record();
             Ok(())
         }
         Phase::Stopping => Err(code::ENODEV),
-        Phase::Running => apply(new),
+        Phase::Running => apply(),
     }
 }
 
@@ -74,14 +80,10 @@ pub(crate) fn store_source(input: &[u8]) -> Result {
         pr_err!("invalid source '{}': {}\n", Escaped(input), error);
         code::EINVAL
     })?;
-    match control::phase() {
-        Phase::Loading => {
-            control::set_requested(requested);
-            Ok(())
-        }
-        Phase::Stopping => Err(code::ENODEV),
-        Phase::Running => switch_source(requested),
-    }
+    by_phase(
+        || control::set_requested(requested),
+        || switch_source(requested),
+    )
 }
 
 fn switch_source(requested: Requested) -> Result {

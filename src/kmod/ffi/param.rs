@@ -48,30 +48,27 @@ unsafe fn handlers(param: *const bindings::kernel_param) -> &'static ParamHandle
     unsafe { &*(*param).__bindgen_anon_1.arg.cast::<ParamHandlers>() }
 }
 
-/// A write of a parameter: parses and applies `value`.
+/// `set()` of `amd_sld_param_ops`: a write of `value` to the parameter.
 ///
 /// # Safety
 ///
-/// Called by the module parameter core only, for a parameter declared with
-/// `amd_sld_param_ops`, with `value` a NUL-terminated string.
+/// As for [`handlers`]; `value` is NUL-terminated.
 #[no_mangle]
 unsafe extern "C" fn amd_sld_param_set(
     value: *const c_char,
     param: *const bindings::kernel_param,
 ) -> c_int {
-    // SAFETY: the caller's contract.
-    let handlers = unsafe { handlers(param) };
-    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty).
-    let bytes = unsafe { CStr::from_char_ptr(value) }.as_bytes();
+    // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty), and
+    // the `kernel_param` that `handlers` requires.
+    let (bytes, handlers) = unsafe { (CStr::from_char_ptr(value).as_bytes(), handlers(param)) };
     errno_of((handlers.store)(bytes))
 }
 
-/// A read of a parameter: renders it into `buffer`.
+/// `get()` of `amd_sld_param_ops`: renders the parameter into `buffer`, one page.
 ///
 /// # Safety
 ///
-/// Called by the module parameter core only, for a parameter declared with
-/// `amd_sld_param_ops`, with a `PAGE_SIZE` buffer.
+/// As for [`handlers`]; `buffer` has `PAGE_SIZE` bytes.
 #[no_mangle]
 unsafe extern "C" fn amd_sld_param_get(
     buffer: *mut c_char,

@@ -81,12 +81,15 @@ pub(crate) struct Sample {
     pub(crate) ip: u64,
 }
 
-/// Work deferred from NMI context to the sampled task, merged across samples until it runs:
-/// the counts add up, `severity`, `guest` and `until_us` keep their maximum, `ip` the latest.
+/// Work deferred from NMI context to the sampled task, merged across samples until it runs.
 pub(crate) struct NmiWork {
+    /// Merged by adding.
     pub(crate) count: u64,
+    /// The handler's action as a byte that orders by severity. This, `guest` and
+    /// `until_us` are merged by keeping the maximum.
     pub(crate) severity: u8,
     pub(crate) guest: bool,
+    /// Merged by keeping the latest.
     pub(crate) ip: u64,
     pub(crate) until_us: u64,
 }
