@@ -10,6 +10,25 @@ KCLIPPY=${KCLIPPY:-/usr/bin/clippy-driver}
 BINDGEN=${BINDGEN:-$(command -v bindgen || echo "$HOME/.cargo/bin/bindgen")}
 export PATH="$PATH:$HOME/.cargo/bin"
 
+# The emulated CPUs of the test VMs: Debian's QEMU 7.2 taught AMD's Bus Lock Detect and
+# core PMU (scripts/qemu/README.md), with the fault cases the tests need.
+#   zen5                   Bus Lock Detect and a PMU counting ls_locks.bus_lock
+#   zen4                   the PMU only (Zen 2/3/4: no trap)
+#   zen5-nopmu             Bus Lock Detect, no PMU (as in most VMs)
+#   zen5-debugctl-ignored  enumerates Bus Lock Detect, but DEBUGCTL ignores writes
+#   bare                   stock TCG: neither
+qemu_cpu() { # machine
+	case $1 in
+	zen5) echo "EPYC,+bus-lock-detect,+perfctr-core,pmu=on" ;;
+	zen4) echo "EPYC,+perfctr-core,pmu=on" ;;
+	zen5-nopmu) echo "EPYC,+bus-lock-detect" ;;
+	zen5-debugctl-ignored) echo "EPYC,+bus-lock-detect,+perfctr-core,pmu=on,x-debugctl-ignore-writes=on" ;;
+	bare) echo "EPYC" ;;
+	*) return 1 ;;
+	esac
+}
+TEST_MACHINES="zen5 zen4 zen5-nopmu zen5-debugctl-ignored bare"
+
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
 

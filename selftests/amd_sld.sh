@@ -4,13 +4,16 @@
 # amd_sld selftests: KTAP on stdout, one independent case per behaviour the module promises.
 # Exit status as kselftest: 0 all passed, 1 a case failed, 4 every case skipped.
 #
-# Cases marked (sim) load the test build (SIM=1) whose hardware edge is simulated
-# (selftests/README.md); the others load the default build, as on a real host.
+# Every case loads the module as an operator installs it. The test VM's CPU is QEMU TCG
+# taught AMD's hardware (scripts/qemu): Bus Lock Detect, DEBUGCTL, a core PMU counting
+# ls_locks.bus_lock. The programs make real split locks, harmless under TCG; outside TCG
+# they refuse unless AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1, and the cases that need them skip.
 #
-#   AMD_SLD_KO       default build       (default: /amd_sld/amd_sld.ko, the VM's layout)
-#   AMD_SLD_SIM_KO   test build (SIM=1)  (default: /amd_sld/sim/amd_sld.ko)
-#   AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1     let real_hardware_bus_lock_trap run real split
-#                                        locks on a Zen 5 host that is yours alone
+#   AMD_SLD_KO       the module          (default: /amd_sld/amd_sld.ko, the VM's layout)
+#   AMD_SLD_MACHINE  which emulated CPU this is (scripts/vmtest --machine): selects the
+#                    cases for it; default zen5 (Bus Lock Detect and a PMU)
+#   AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1     let the cases make real split locks on a host
+#                                        that is yours alone (a real Zen 5)
 #   AMD_SLD_CASES    space-separated subset of cases to run
 #   AMD_SLD_EXPECT_CPUS  fail, rather than pass vacuously, unless this many CPUs are online
 
@@ -19,10 +22,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 # ---------------------------------------------------------------------------------------
 
-load_unload_arms_and_restores_every_cpu() { # (sim)
+load_unload_arms_and_restores_every_cpu() {
 	cpus=$(online_cpus)
 	[ -z "$AMD_SLD_EXPECT_CPUS" ] || expect_eq "online CPUs" "$(nproc)" "$AMD_SLD_EXPECT_CPUS"
-	load_sim
+	load
 	expect_eq "armed_cpus" "$(counter armed_cpus)" "$cpus"
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		[ $(($(debugctl "$c") & 4)) -ne 0 ] || fail "CPU $c: DEBUGCTL bit 2 not set"
@@ -33,16 +36,15 @@ load_unload_arms_and_restores_every_cpu() { # (sim)
 	dmesg | grep -q "amd_sld: unloaded: .*DEBUGCTL restored on CPUs $cpus\$" ||
 		fail "no unload line restoring CPUs $cpus"
 	[ ! -e "$SYS" ] || fail "$SYS left behind"
-	[ ! -e "$DBG" ] || fail "$DBG left behind"
 	[ ! -e /sys/module/amd_sld ] || fail "module still present"
 }
 
-params_valid_at_load() { # (sim)
+params_valid_at_load() {
 	for case in off=off warn=warn fatal=fatal ratelimit:1=ratelimit:1 ratelimit:10=ratelimit:10 \
 		ratelimit:1000=ratelimit:1000 ratelimit:0010=ratelimit:10; do
 		value=${case%%=*}
 		canonical=${case#*=}
-		load_sim "split_lock_detect=$value"
+		load "split_lock_detect=$value"
 		expect_eq "split_lock_detect after insmod split_lock_detect=$value" "$(cat $PARAM)" "$canonical"
 		if [ "$value" = off ]; then
 			expect_eq "armed_cpus with off" "$(counter armed_cpus)" ""
@@ -55,10 +57,10 @@ params_valid_at_load() { # (sim)
 
 INVALID="ratelimit:0 ratelimit:1001 ratelimit: ratelimit:5x ratelimit:-1 ratelimit:+5 WARN Warn OFF warnx off2 ratelimit ratelimit:00000000010 fatal,warn"
 
-params_invalid_at_load() { # (sim)
+params_invalid_at_load() {
 	for value in "" $INVALID "$(printf 'war\001n')" "$(printf '\377\376')" "$(head -c 300 /dev/zero | tr '\0' w)"; do
 		dmesg -c > /dev/null
-		if insmod "$SIM_KO" "split_lock_detect=$value" 2> /dev/null; then
+		if insmod "$KO" "split_lock_detect=$value" 2> /dev/null; then
 			rmmod amd_sld
 			fail "insmod accepted split_lock_detect='$value'"
 		fi
@@ -67,8 +69,8 @@ params_invalid_at_load() { # (sim)
 	done
 }
 
-params_valid_at_runtime() { # (sim)
-	load_sim
+params_valid_at_runtime() {
+	load
 	for case in off=off warn=warn fatal=fatal ratelimit:1=ratelimit:1 ratelimit:1000=ratelimit:1000 \
 		ratelimit:007=ratelimit:7 warn=warn; do
 		value=${case%%=*}
@@ -80,8 +82,8 @@ params_valid_at_runtime() { # (sim)
 	unload
 }
 
-params_invalid_at_runtime() { # (sim)
-	load_sim split_lock_detect=ratelimit:7
+params_invalid_at_runtime() {
+	load split_lock_detect=ratelimit:7
 	echo > "$PARAM" 2> /dev/null && fail "writing an empty line was accepted"
 	expect_eq "policy after rejected empty line" "$(cat $PARAM)" "ratelimit:7"
 	# Bytes that command substitution would strip (trailing newlines) are written directly.
@@ -103,27 +105,26 @@ params_invalid_at_runtime() { # (sim)
 	unload
 }
 
-warn_message_and_log_ratelimit() { # (sim)
-	load_sim
-	out=$("$BUSLOCK" -o -n 100) || fail "buslock failed: $out"
+warn_message_and_log_ratelimit() {
+	load
+	out=$("$BUSLOCK" -n 100) || fail "buslock failed: $out"
 	expect_eq "events" "$(field events "$out")" 100
-	expect_eq "unconverted steps" "$(field sigtrap "$out")" 0
 	expect_eq "bus_locks" "$(counter bus_locks)" 100
 	expect_eq "warned" "$(counter warned)" 100
 	lines=$(dmesg | grep -cE "$KERNEL_LINE_RE")
 	expect_eq "log lines for 100 traps in well under 5 s (pr_warn_ratelimited: 10 per 5 s)" "$lines" 10
 	sleep 5
-	out=$("$BUSLOCK" -o -n 1) || fail "buslock failed: $out"
+	out=$("$BUSLOCK" -n 1) || fail "buslock failed: $out"
 	dmesg | grep -q "amd_sld: 90 bus_lock messages suppressed" || fail "no 'suppressed' line after the window"
 	expect_eq "log lines after the window" "$(dmesg | grep -cE "$KERNEL_LINE_RE")" 11
 	unload
 }
 
-fatal_kills_only_the_offender() { # (sim)
-	load_sim split_lock_detect=fatal
+fatal_kills_only_the_offender() {
+	load split_lock_detect=fatal
 	sleep 60 &
 	sibling=$!
-	"$BUSLOCK" -o -n 5 > /tmp/out 2>&1
+	"$BUSLOCK" -n 5 > /tmp/out 2>&1
 	status=$?
 	expect_eq "offender's exit status (128 + SIGBUS)" "$status" 135
 	expect_eq "killed" "$(counter killed)" 1
@@ -134,21 +135,21 @@ fatal_kills_only_the_offender() { # (sim)
 	unload
 }
 
-fatal_cannot_be_blocked_or_ignored() { # (sim)
-	load_sim split_lock_detect=fatal
-	"$BUSLOCK" -o -B -n 3 > /dev/null 2>&1
+fatal_cannot_be_blocked_or_ignored() {
+	load split_lock_detect=fatal
+	"$BUSLOCK" -B -n 3 > /dev/null 2>&1
 	expect_eq "exit status with SIGBUS blocked" "$?" 135
-	"$BUSLOCK" -o -I -n 3 > /dev/null 2>&1
+	"$BUSLOCK" -I -n 3 > /dev/null 2>&1
 	expect_eq "exit status with SIGBUS ignored" "$?" 135
-	out=$("$BUSLOCK" -o -c -n 3) || fail "a handled SIGBUS must not kill: $out"
+	out=$("$BUSLOCK" -c -n 3) || fail "a handled SIGBUS must not kill: $out"
 	expect_eq "SIGBUS delivered to the handler" "$(field sigbus "$out")" 3
 	expect_eq "killed" "$(counter killed)" 5
 	unload
 }
 
 ratelimit_case() { # rate processes
-	load_sim "split_lock_detect=ratelimit:$1"
-	out=$("$BUSLOCK" -o -n 0 -t 3000 -p "$2") || fail "buslock failed: $out"
+	load "split_lock_detect=ratelimit:$1"
+	out=$("$BUSLOCK" -n 0 -t 3000 -p "$2") || fail "buslock failed: $out"
 	events=$(field events "$out")
 	ms=$(field elapsed_ms "$out")
 	rate_x100=$((events * 100000 / ms))
@@ -181,27 +182,26 @@ ratelimit_10_three_processes() { ratelimit_case 10 3; }
 ratelimit_100_one_process() { ratelimit_case 100 1; }
 ratelimit_100_three_processes() { ratelimit_case 100 3; }
 
-off_disarms_and_keeps_counters() { # (sim)
-	load_sim
-	"$BUSLOCK" -o -n 10 > /dev/null || fail "buslock failed"
+off_disarms_and_keeps_counters() {
+	load
+	"$BUSLOCK" -n 10 > /dev/null || fail "buslock failed"
 	set_policy off
 	expect_eq "armed_cpus when off" "$(counter armed_cpus)" ""
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		[ $(($(debugctl "$c") & 4)) -eq 0 ] || fail "CPU $c still armed"
 	done
-	out=$("$BUSLOCK" -o -n 10) || fail "buslock failed: $out"
-	expect_eq "unconverted steps when off (an unarmed CPU does not trap)" "$(field sigtrap "$out")" 0
-	expect_eq "bus_locks kept, no new traps" "$(counter bus_locks)" 10
+	out=$("$BUSLOCK" -n 10) || fail "buslock failed: $out"
+	expect_eq "bus_locks kept: an unarmed CPU does not trap" "$(counter bus_locks)" 10
 	set_policy warn
 	expect_eq "armed again" "$(counter armed_cpus)" "$(online_cpus)"
-	"$BUSLOCK" -o -n 5 > /dev/null || fail "buslock failed"
+	"$BUSLOCK" -n 5 > /dev/null || fail "buslock failed"
 	expect_eq "bus_locks counts on" "$(counter bus_locks)" 15
 	unload
 }
 
-policy_switches_while_events_flow() { # (sim)
-	load_sim
-	"$BUSLOCK" -o -c -n 0 -t 4000 -p 2 > /tmp/flow.out 2>&1 &
+policy_switches_while_events_flow() {
+	load
+	"$BUSLOCK" -c -n 0 -t 4000 -p 2 > /tmp/flow.out 2>&1 &
 	flow=$!
 	i=0
 	while [ $i -lt 40 ]; do
@@ -218,16 +218,16 @@ policy_switches_while_events_flow() { # (sim)
 	unload
 }
 
-cpu_offline_online_while_loaded() { # (sim)
+cpu_offline_online_while_loaded() {
 	if [ ! -e /sys/devices/system/cpu/cpu2/online ]; then
 		[ -z "$AMD_SLD_EXPECT_CPUS" ] || fail "CPU 2 of $AMD_SLD_EXPECT_CPUS cannot be taken offline"
 		skip "CPU 2 cannot be taken offline here"
 	fi
-	load_sim
+	load
 	echo 0 > /sys/devices/system/cpu/cpu2/online || fail "offlining CPU 2 failed"
 	expect_eq "armed_cpus without CPU 2" "$(counter armed_cpus)" "$(online_cpus)"
 	[ $(($(debugctl 2) & 4)) -eq 0 ] || fail "offline CPU 2 left armed"
-	out=$("$BUSLOCK" -o -n 20) || fail "buslock failed: $out"
+	out=$("$BUSLOCK" -n 20) || fail "buslock failed: $out"
 	expect_eq "traps with a CPU offline" "$(counter bus_locks)" 20
 	echo 1 > /sys/devices/system/cpu/cpu2/online || fail "onlining CPU 2 failed"
 	expect_eq "armed_cpus with CPU 2 back" "$(counter armed_cpus)" "$(online_cpus)"
@@ -239,15 +239,15 @@ cpu_offline_online_while_loaded() { # (sim)
 	unload
 }
 
-counters_equal_events() { # (sim)
-	load_sim
-	"$BUSLOCK" -o -n 1000 > /dev/null || fail "buslock failed"
+counters_equal_events() {
+	load
+	"$BUSLOCK" -n 1000 > /dev/null || fail "buslock failed"
 	set_policy fatal
-	"$BUSLOCK" -o -n 1 > /dev/null 2>&1
+	"$BUSLOCK" -n 1 > /dev/null 2>&1
 	set_policy ratelimit:1000
-	"$BUSLOCK" -o -n 500 > /dev/null || fail "buslock failed"
+	"$BUSLOCK" -n 500 > /dev/null || fail "buslock failed"
 	set_policy off
-	"$BUSLOCK" -o -n 50 > /dev/null || fail "buslock failed"
+	"$BUSLOCK" -n 50 > /dev/null || fail "buslock failed"
 	expect_eq "bus_locks" "$(counter bus_locks)" 1501
 	expect_eq "warned" "$(counter warned)" 1500
 	expect_eq "killed" "$(counter killed)" 1
@@ -258,10 +258,10 @@ counters_equal_events() { # (sim)
 	unload
 }
 
-single_step_and_ptrace_unchanged() { # (sim)
+single_step_and_ptrace_unchanged() {
 	before=$("$STEPCHECK") || fail "stepcheck fails even without the module: $before"
-	load_sim
-	"$BUSLOCK" -o -n 0 -t 3000 > /dev/null &
+	load
+	"$BUSLOCK" -n 0 -t 3000 > /dev/null &
 	storm=$!
 	after=$("$STEPCHECK") || fail "stepcheck with the module loaded and a trap storm running: $after"
 	expect_eq "stepcheck output" "$after" "$before"
@@ -270,7 +270,7 @@ single_step_and_ptrace_unchanged() { # (sim)
 	unload
 }
 
-kernel_handle_bus_lock_never_called() { # (sim)
+kernel_handle_bus_lock_never_called() {
 	tracing=/sys/kernel/tracing
 	[ -e $tracing/kprobe_events ] || mount -t tracefs nodev $tracing 2> /dev/null
 	[ -e $tracing/kprobe_events ] || skip "no kprobe events (CONFIG_KPROBE_EVENTS)"
@@ -278,8 +278,8 @@ kernel_handle_bus_lock_never_called() { # (sim)
 		fail "cannot probe handle_bus_lock"
 	echo 'p:amd_sld_test/send_sigtrap send_sigtrap' >> $tracing/kprobe_events || fail "cannot probe send_sigtrap"
 	echo 1 > $tracing/events/amd_sld_test/enable
-	load_sim
-	"$BUSLOCK" -o -n 50 > /dev/null || fail "buslock failed"
+	load
+	"$BUSLOCK" -n 50 > /dev/null || fail "buslock failed"
 	"$STEPCHECK" > /dev/null # positive control: plain steps reach send_sigtrap
 	echo 0 > $tracing/events/amd_sld_test/enable
 	calls=$(awk '$1 == "handle_bus_lock" || $1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
@@ -296,15 +296,15 @@ kernel_handle_bus_lock_never_called() { # (sim)
 EVENT_RE='^seq=[0-9]+ ms=[0-9]+ cpu=[0-9]+ pid=[0-9]+ tid=[0-9]+ comm=[!-~]+ source=(bld|pmu) guest=[01] ip=0x[0-9a-f]+ count=[0-9]+ action=(none|warn|kill|throttle)$'
 TOP_RE='^pid=[0-9]+ comm=[!-~]+ bus_locks=[0-9]+ guest=[01] first_ms=[0-9]+ last_ms=[0-9]+$'
 
-event_record_format_and_attribution() { # (sim)
-	load_sim
+event_record_format_and_attribution() {
+	load
 	expect_eq "events before any bus lock" "$(cat $SYS/events)" ""
-	out=$("$BUSLOCK" -o -n 5) || fail "buslock failed: $out"
+	out=$("$BUSLOCK" -n 5) || fail "buslock failed: $out"
 	pid=$(field pid "$out")
 	set_policy fatal
-	"$BUSLOCK" -o -n 1 > /tmp/out 2>&1
+	"$BUSLOCK" -n 1 > /tmp/out 2>&1
 	set_policy warn
-	out=$("$BUSLOCK" -o -n 3) || fail "buslock failed: $out"
+	out=$("$BUSLOCK" -n 3) || fail "buslock failed: $out"
 	pid3=$(field pid "$out")
 	cat $SYS/events > /tmp/events
 	sed 's/^/  /' /tmp/events
@@ -328,9 +328,9 @@ event_record_format_and_attribution() { # (sim)
 	unload
 }
 
-event_record_bound_and_loss_counted_under_storm() { # (sim)
-	load_sim
-	"$BUSLOCK" -o -n 0 -t 3000 -p 4 > /tmp/storm.out || fail "buslock failed: $(cat /tmp/storm.out)"
+event_record_bound_and_loss_counted_under_storm() {
+	load
+	"$BUSLOCK" -n 0 -t 3000 -p 4 > /tmp/storm.out || fail "buslock failed: $(cat /tmp/storm.out)"
 	cat $SYS/events > /tmp/events
 	total=$(counter bus_locks)
 	dropped=$(counter dropped)
@@ -377,10 +377,10 @@ cli_without_the_module() {
 	echo "$prom" | grep -qx "amd_sld_up 0" || fail "export without the module lacks 'amd_sld_up 0': $prom"
 }
 
-cli_status_matches_sysfs() { # (sim)
+cli_status_matches_sysfs() {
 	need_cli
-	load_sim split_lock_detect=ratelimit:50
-	out=$("$BUSLOCK" -o -n 7) || fail "buslock failed: $out"
+	load split_lock_detect=ratelimit:50
+	out=$("$BUSLOCK" -n 7) || fail "buslock failed: $out"
 	json=$(amd-sld status --interval 0 --json) || fail "status --json failed"
 	echo "$json"
 	for pair in '"loaded":true' '"policy":"ratelimit:50"' '"source":"bld"' '"requested_source":"auto"' \
@@ -396,9 +396,9 @@ cli_status_matches_sysfs() { # (sim)
 	unload
 }
 
-cli_set_validates_and_changes_the_live_policy() { # (sim)
+cli_set_validates_and_changes_the_live_policy() {
 	need_cli
-	load_sim
+	load
 	amd-sld set ratelimit:5 || fail "set ratelimit:5 failed"
 	expect_eq "policy after 'amd-sld set ratelimit:5'" "$(cat $PARAM)" "ratelimit:5"
 	for bad in ratelimit:0 ratelimit:1001 WARN "warn " ""; do
@@ -416,10 +416,10 @@ cli_set_validates_and_changes_the_live_policy() { # (sim)
 	unload
 }
 
-cli_top_events_and_export_name_the_offender() { # (sim)
+cli_top_events_and_export_name_the_offender() {
 	need_cli
-	load_sim
-	out=$("$BUSLOCK" -o -n 4) || fail "buslock failed: $out"
+	load
+	out=$("$BUSLOCK" -n 4) || fail "buslock failed: $out"
 	pid=$(field pid "$out")
 	top=$(amd-sld top --once) || fail "top --once failed"
 	echo "$top"
@@ -434,9 +434,9 @@ cli_top_events_and_export_name_the_offender() { # (sim)
 	unload
 }
 
-cli_needs_root_to_act_and_says_so() { # (sim)
+cli_needs_root_to_act_and_says_so() {
 	need_cli
-	load_sim
+	load
 	as_nobody amd-sld set fatal > /dev/null 2> /tmp/err
 	expect_eq "exit code of 'set fatal' as uid 65534" "$?" 4
 	grep -q "root" /tmp/err || fail "no word of root in: $(cat /tmp/err)"
@@ -449,10 +449,10 @@ cli_needs_root_to_act_and_says_so() { # (sim)
 	unload
 }
 
-# --- The PMU source, on the simulated counter (a per-CPU write breakpoint: selftests/README.md)
+# --- The PMU source: the emulated core PMU counting ls_locks.bus_lock (scripts/qemu)
 
-pmu_counts_exactly_and_attributes() { # (sim)
-	load_sim source=pmu
+pmu_counts_exactly_and_attributes() {
+	load source=pmu
 	expect_eq "source in effect" "$(counter source)" pmu
 	expect_eq "source parameter" "$(cat /sys/module/amd_sld/parameters/source)" pmu
 	expect_eq "armed_cpus (a counter on each)" "$(counter armed_cpus)" "$(online_cpus)"
@@ -460,9 +460,9 @@ pmu_counts_exactly_and_attributes() { # (sim)
 		expect_eq "CPU $c DEBUGCTL untouched by the PMU source" "$(debugctl "$c")" 0
 	done
 	# Sustained offenders, as sampling sees them in production: 2 s at three rates.
-	"$BUSLOCK" -P -n 0 -t 2000 -r 3000 > /tmp/a.out & a=$!
-	"$BUSLOCK" -P -n 0 -t 2000 -r 1000 > /tmp/b.out & b=$!
-	"$BUSLOCK" -P -n 0 -t 2000 -r 300 > /tmp/c.out & c=$!
+	"$BUSLOCK" -n 0 -t 2000 -r 3000 > /tmp/a.out & a=$!
+	"$BUSLOCK" -n 0 -t 2000 -r 1000 > /tmp/b.out & b=$!
+	"$BUSLOCK" -n 0 -t 2000 -r 300 > /tmp/c.out & c=$!
 	wait $a && wait $b && wait $c || fail "buslock failed"
 	total=0
 	for x in a b c; do total=$((total + $(field events "$(cat /tmp/$x.out)"))); done
@@ -493,12 +493,12 @@ pmu_counts_exactly_and_attributes() { # (sim)
 		fail "unload line does not give the exact total"
 }
 
-pmu_fatal_hits_the_sampled_task_only() { # (sim)
-	load_sim source=pmu split_lock_detect=fatal
+pmu_fatal_hits_the_sampled_task_only() {
+	load source=pmu split_lock_detect=fatal
 	# A bystander shares CPU 1 with the offender: context switches between them must not move
 	# the SIGBUS to the wrong task.
 	taskset -c 1 sh -c 'i=0; while [ $i -lt 200000 ]; do i=$((i + 1)); done' & bystander=$!
-	taskset -c 1 "$BUSLOCK" -P -n 100000 > /tmp/out 2>&1
+	taskset -c 1 "$BUSLOCK" -n 100000 > /tmp/out 2>&1
 	expect_eq "offender's exit status (128 + SIGBUS)" "$?" 135
 	kill -0 $bystander 2> /dev/null || fail "the bystander died"
 	kill $bystander
@@ -509,8 +509,8 @@ pmu_fatal_hits_the_sampled_task_only() { # (sim)
 }
 
 pmu_ratelimit_case() { # rate processes
-	load_sim source=pmu "split_lock_detect=ratelimit:$1"
-	out=$("$BUSLOCK" -P -n 0 -t 4000 -p "$2") || fail "buslock failed: $out"
+	load source=pmu "split_lock_detect=ratelimit:$1"
+	out=$("$BUSLOCK" -n 0 -t 4000 -p "$2") || fail "buslock failed: $out"
 	events=$(field events "$out")
 	ms=$(field elapsed_ms "$out")
 	rate_x100=$((events * 100000 / ms))
@@ -526,26 +526,9 @@ pmu_ratelimit_case() { # rate processes
 pmu_ratelimit_100_one_process() { pmu_ratelimit_case 100 1; }
 pmu_ratelimit_100_three_processes() { pmu_ratelimit_case 100 3; }
 
-pmu_guest_mode_flagged() { # (sim)
-	load_sim source=pmu
-	echo 1 > $DBG/sim_guest
-	out=$("$BUSLOCK" -o -P -n 0 -t 1500 -r 1000) || fail "buslock failed: $out"
-	events=$(field events "$out")
-	expect_eq "bus_locks" "$(counter bus_locks)" "$events"
-	guest=$(counter guest_bus_locks)
-	echo "guest_bus_locks (sampled) $guest of $events"
-	[ "$guest" -ge $((events * 8 / 10)) ] && [ "$guest" -le "$events" ] ||
-		fail "guest_bus_locks $guest, expected most of $events and no more"
-	grep -q "source=pmu guest=0" $SYS/events && fail "a sample of the guest process was not flagged"
-	grep -q "source=pmu guest=1 ip=0x0 " $SYS/events || fail "no guest event"
-	grep -q "bus_locks=[0-9]* guest=1 " $SYS/top || fail "top does not flag the guest"
-	dmesg | grep -qE "amd_sld: PMU: buslock/[0-9]+ caused [0-9]+ bus locks in guest mode" || fail "no guest line"
-	unload
-}
-
-pmu_storm_interrupts_bounded() { # (sim)
-	load_sim source=pmu
-	out=$("$BUSLOCK" -P -n 0 -t 3000 -p 4) || fail "buslock failed: $out"
+pmu_storm_interrupts_bounded() {
+	load source=pmu
+	out=$("$BUSLOCK" -n 0 -t 3000 -p 4) || fail "buslock failed: $out"
 	events=$(field events "$out")
 	ms=$(field elapsed_ms "$out")
 	samples=$(($(tail -n 1 $SYS/events | sed 's/^seq=\([0-9]*\) .*/\1/') + 1))
@@ -556,24 +539,24 @@ pmu_storm_interrupts_bounded() { # (sim)
 	unload
 }
 
-pmu_cpu_hotplug() { # (sim)
+pmu_cpu_hotplug() {
 	[ -e /sys/devices/system/cpu/cpu2/online ] || skip "CPU 2 cannot be taken offline here"
-	load_sim source=pmu
-	"$BUSLOCK" -P -n 200 > /dev/null || fail "buslock failed"
+	load source=pmu
+	"$BUSLOCK" -n 200 > /dev/null || fail "buslock failed"
 	echo 0 > /sys/devices/system/cpu/cpu2/online || fail "offlining CPU 2 failed"
 	expect_eq "armed_cpus without CPU 2" "$(counter armed_cpus)" "$(online_cpus)"
-	"$BUSLOCK" -P -n 300 > /dev/null || fail "buslock failed"
+	"$BUSLOCK" -n 300 > /dev/null || fail "buslock failed"
 	echo 1 > /sys/devices/system/cpu/cpu2/online || fail "onlining CPU 2 failed"
 	expect_eq "armed_cpus with CPU 2 back" "$(counter armed_cpus)" "$(online_cpus)"
-	taskset -c 2 "$BUSLOCK" -P -n 100 > /dev/null || fail "buslock on CPU 2 failed"
+	taskset -c 2 "$BUSLOCK" -n 100 > /dev/null || fail "buslock on CPU 2 failed"
 	expect_eq "bus_locks across hotplug (offline counts folded in)" "$(counter bus_locks)" 600
 	unload
 }
 
-source_switches_at_runtime() { # (sim)
-	load_sim
+source_switches_at_runtime() {
+	load
 	SRC=/sys/module/amd_sld/parameters/source
-	expect_eq "auto resolves to the trap on (simulated) Zen 5" "$(counter source)" bld
+	expect_eq "auto resolves to the trap on (emulated) Zen 5" "$(counter source)" bld
 	for bad in PMU pm "pmu pmu" Auto; do
 		printf '%s' "$bad" > $SRC 2> /dev/null && fail "source '$bad' accepted"
 		expect_eq "source after rejected '$bad'" "$(counter source)" bld
@@ -581,20 +564,18 @@ source_switches_at_runtime() { # (sim)
 	echo > $SRC 2> /dev/null && fail "an empty line was accepted as a source"
 	printf 'pmu\n\n' > $SRC 2> /dev/null && fail "'pmu' and two newlines accepted"
 	expect_eq "source after rejected writes" "$(counter source)" bld
-	"$BUSLOCK" -o -n 10 > /dev/null || fail "buslock failed"
+	"$BUSLOCK" -n 10 > /dev/null || fail "buslock failed"
 	echo pmu > $SRC || fail "switching to pmu failed"
 	expect_eq "source" "$(counter source)" pmu
 	expect_eq "parameter" "$(cat $SRC)" pmu
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		expect_eq "CPU $c DEBUGCTL restored by the switch" "$(debugctl "$c")" 0
 	done
-	# Trap-mode offenders keep running across the switches. (A breakpoint-counted storm
-	# across them crashes QEMU's multi-threaded TCG, whose watchpoint updates race with
-	# vCPUs hitting them: a host emulator bug, not a guest one. See selftests/README.md.)
-	"$BUSLOCK" -o -c -n 0 -t 3000 -p 2 > /tmp/flow.out & flow=$!
+	# Offenders keep running across the switches; each source counts what it saw.
+	"$BUSLOCK" -c -n 0 -t 3000 -p 2 > /tmp/flow.out & flow=$!
 	for i in 1 2 3 4 5; do
 		echo bld > $SRC && echo pmu > $SRC || fail "switch $i failed"
-		"$BUSLOCK" -P -n 50 > /dev/null || fail "pmu bus locks after switch $i failed"
+		"$BUSLOCK" -n 50 > /dev/null || fail "pmu bus locks after switch $i failed"
 	done
 	wait $flow || fail "offenders failed"
 	[ "$(counter bus_locks)" -ge 260 ] || fail "bus_locks $(counter bus_locks): counts lost across switches"
@@ -605,82 +586,180 @@ source_switches_at_runtime() { # (sim)
 	unload
 }
 
-pmu_unload_under_load() { # (sim)
-	load_sim source=pmu split_lock_detect=ratelimit:5
-	"$BUSLOCK" -P -n 0 -t 6000 -p 3 > /dev/null 2>&1 & flow=$!
+pmu_unload_under_load() {
+	load source=pmu split_lock_detect=ratelimit:5
+	"$BUSLOCK" -n 0 -t 6000 -p 3 > /dev/null 2>&1 & flow=$!
 	sleep 2
 	[ "$(counter throttled)" -gt 0 ] || fail "nothing throttled before unload"
 	unload
 	wait $flow || fail "offenders failed after unload"
 }
 
-debugctl_rmw_preserves_other_bits() { # (sim)
-	load_sim split_lock_detect=off
-	echo 0x3 > "$DBG/debugctl_cpu1" # LBR and BTF, owned by others
+debugctl_rmw_preserves_other_bits() {
+	load split_lock_detect=off
+	"$MSR" 1 0x1d9 0x1 || fail "cannot write DEBUGCTL" # LBR, owned by others
 	set_policy warn
-	expect_eq "CPU 1 DEBUGCTL armed" "$(debugctl 1)" 7
+	expect_eq "CPU 1 DEBUGCTL armed" "$(debugctl 1)" 5
 	set_policy off
-	expect_eq "CPU 1 DEBUGCTL disarmed" "$(debugctl 1)" 3
+	expect_eq "CPU 1 DEBUGCTL disarmed" "$(debugctl 1)" 1
+	"$MSR" 1 0x1d9 0x0
 	unload
 }
 
-arming_failure_is_all_or_nothing() { # (sim)
-	load_sim split_lock_detect=off
-	echo 1 > "$DBG/sim_ignore_writes"
+# --- The emulated CPU's fault cases (scripts/vmtest --machine)
+
+arming_failure_is_all_or_nothing() { # zen5-debugctl-ignored: DEBUGCTL reads back 0
+	if insmod "$KO" 2> /tmp/insmod.err; then
+		rmmod amd_sld
+		fail "loaded on CPUs that ignore DEBUGCTL writes"
+	fi
+	grep -q "Input/output error" /tmp/insmod.err || fail "insmod error is not EIO: $(cat /tmp/insmod.err)"
+	dmesg | grep -q "DEBUGCTL ignored the write of bit 2" || fail "no error line at load"
+	[ ! -e /sys/module/amd_sld ] || fail "module half-loaded"
+	load split_lock_detect=off
 	if echo warn > "$PARAM" 2> /dev/null; then
 		fail "turning detection on succeeded on CPUs that ignore DEBUGCTL writes"
 	fi
 	expect_eq "policy kept" "$(cat $PARAM)" off
 	expect_eq "no CPU armed" "$(counter armed_cpus)" ""
-	dmesg | grep -q "DEBUGCTL ignored the write of bit 2" || fail "no error line"
-	echo 0 > "$DBG/sim_ignore_writes"
+	echo pmu > /sys/module/amd_sld/parameters/source || fail "the PMU source must still work"
 	set_policy warn
-	expect_eq "armed once writes work" "$(counter armed_cpus)" "$(online_cpus)"
+	expect_eq "armed with the PMU" "$(counter armed_cpus)" "$(online_cpus)"
 	unload
 }
 
-refuses_pmu_without_a_pmu() { # default build
+refuses_pmu_without_a_pmu() { # zen5-nopmu
 	if insmod "$KO" source=pmu 2> /tmp/insmod.err; then
 		rmmod amd_sld
-		skip "this machine has a PMU that counts ls_locks.bus_lock"
+		fail "source=pmu loaded on a CPU without a PMU"
 	fi
 	grep -q "No such device" /tmp/insmod.err || fail "insmod error is not ENODEV: $(cat /tmp/insmod.err)"
 	dmesg | grep -q "amd_sld: not loading: source=pmu: the PMU cannot count ls_locks.bus_lock here" ||
 		fail "no refusal line: $(dmesg | grep amd_sld)"
+	load
+	expect_eq "auto takes the trap here" "$(counter source)" bld
+	out=$("$BUSLOCK" -n 10) || fail "buslock failed: $out"
+	expect_eq "bus_locks by the trap without a PMU" "$(counter bus_locks)" 10
+	unload
 }
 
-refuses_without_bus_lock_detect() { # default build
-	if insmod "$KO" 2> /tmp/insmod.err; then
+refuses_bld_without_bus_lock_detect() { # zen4: a PMU, no trap
+	if insmod "$KO" source=bld 2> /tmp/insmod.err; then
 		rmmod amd_sld
-		skip "this CPU has Bus Lock Detect: the default build loads"
+		fail "source=bld loaded on a CPU without Bus Lock Detect"
 	fi
 	grep -q "No such device" /tmp/insmod.err || fail "insmod error is not ENODEV: $(cat /tmp/insmod.err)"
 	dmesg | grep -q "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear" ||
 		fail "no refusal line: $(dmesg | grep amd_sld)"
 	[ ! -e /sys/module/amd_sld ] || fail "module present after refusal"
-}
-
-default_build_has_no_simulation() { # default build
-	for needle in sim_tgid sim_ignore_writes debugctl_cpu SIMULATED; do
-		if grep -q "$needle" "$KO"; then
-			fail "the default build contains '$needle'"
-		fi
-		grep -q "$needle" "$SIM_KO" || fail "the test build lacks '$needle': this check sees nothing"
-	done
-}
-
-real_hardware_bus_lock_trap() { # default build, real Zen 5 only
-	insmod "$KO" 2> /dev/null || skip "no Bus Lock Detect hardware here (needs AMD Zen 5)"
-	if [ -z "$AMD_SLD_ALLOW_REAL_SPLIT_LOCKS" ]; then
-		rmmod amd_sld
-		skip "set AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1 to run real split locks on this host"
-	fi
-	out=$("$BUSLOCK" --split -n 10) || fail "buslock failed: $out"
-	expect_eq "bus_locks for 10 real split locks" "$(counter bus_locks)" 10
+	load
+	expect_eq "auto takes the PMU on Zen 4" "$(counter source)" pmu
+	out=$("$LOCKWAIT" -n 500) || fail "lockwait failed: $out"
+	expect_eq "bus_locks of the incident's loop on Zen 4" "$(counter bus_locks)" 500
 	unload
 }
 
-CASES="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
+refuses_without_trap_or_pmu() { # bare: stock TCG, neither
+	if insmod "$KO" 2> /tmp/insmod.err; then
+		rmmod amd_sld
+		fail "loaded on a CPU with neither Bus Lock Detect nor a PMU"
+	fi
+	grep -q "No such device" /tmp/insmod.err || fail "insmod error is not ENODEV: $(cat /tmp/insmod.err)"
+	dmesg | grep -q "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear) and the PMU cannot count" ||
+		fail "no refusal line: $(dmesg | grep amd_sld)"
+	[ ! -e /sys/module/amd_sld ] || fail "module present after refusal"
+}
+
+# --- Unmodified workloads: the incident's wait loop, glibc's own, stress-ng --lockbus
+
+# lockwait's own copy of the incident's loop: every exchange is a bus lock, counted exactly,
+# logged against the program and the instruction after the xchg, in the wait function.
+incident_case() { # source
+	need_split_locks
+	load "source=$1"
+	out=$("$LOCKWAIT" -n 1000) || fail "lockwait failed: $out"
+	echo "$out"
+	pid=$(field pid "$out")
+	fn=$(field fn "$out")
+	expect_eq "exchanges made" "$(field xchgs "$out")" 1000
+	expect_eq "futex waits refused (misaligned word), as in the incident" "$(field futex_einval "$out")" 1000
+	expect_eq "bus_locks ($1)" "$(counter bus_locks)" 1000
+	grep -q "^pid=$pid comm=lockwait bus_locks=" $SYS/top || fail "top does not name lockwait/$pid"
+	if [ "$1" = bld ]; then
+		line=$(dmesg | grep -E "amd_sld: #DB: lockwait/$pid took a bus_lock trap at address: 0x[0-9a-f]+$" | head -n 1)
+		[ -n "$line" ] || fail "no trap line naming lockwait/$pid"
+		ip=$(echo "$line" | sed 's/.*address: //')
+		echo "trap at $ip, wait loop at $fn"
+		[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 256)) ] || fail "trap IP $ip is not in the wait loop at $fn"
+		expect_eq "traps taken" "$(grep -c " pid=$pid .*source=bld .*count=1 action=warn" $SYS/events)" 32
+	else
+		dmesg | grep -qE "amd_sld: PMU: lockwait/$pid caused [0-9]+ bus locks$" || fail "no PMU line naming lockwait/$pid"
+	fi
+	unload
+}
+
+incident_reproducer_caught_by_the_trap() { incident_case bld; }
+incident_reproducer_caught_by_the_pmu() { incident_case pmu; }
+
+# glibc 2.36's own __lll_lock_wait_private, unmodified: one bus lock, then FUTEX_WAIT fails
+# with EINVAL on the misaligned word and glibc aborts the process (__libc_fatal).
+glibc_lll_lock_wait_private_named() {
+	need_split_locks
+	load
+	"$LOCKWAIT" --glibc -t 1000 > /tmp/out 2>&1
+	status=$?
+	cat /tmp/out
+	expect_eq "exit status (128 + SIGABRT from __libc_fatal)" "$status" 134
+	grep -q "The futex facility returned an unexpected error code" /tmp/out || fail "glibc did not say why it aborted"
+	out=$(head -n 1 /tmp/out)
+	pid=$(field pid "$out")
+	fn=$(field glibc_fn "$out")
+	expect_eq "bus_locks" "$(counter bus_locks)" 1
+	ip=$(dmesg | sed -n "s/.*amd_sld: #DB: lockwait\/$pid took a bus_lock trap at address: \(0x[0-9a-f]*\)$/\1/p")
+	[ -n "$ip" ] || fail "no trap line naming lockwait/$pid"
+	echo "trap at $ip; glibc's __lll_lock_wait_private at $fn"
+	[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 64)) ] || fail "trap IP $ip is not in __lll_lock_wait_private ($fn)"
+	unload
+}
+
+# stress-ng's own lockbus stressor, from Debian's package: the same bogo operations make the
+# same bus locks, so the two sources must count the same; with --lockbus-nosplit, none.
+stress_ng_lockbus_counted_by_both_sources() {
+	need_split_locks
+	command -v stress-ng > /dev/null || fail "stress-ng is not in the VM (scripts/vmtest copies it)"
+	for source in bld pmu; do
+		load "source=$source"
+		stress-ng --lockbus 1 --lockbus-ops 200 --quiet > /tmp/sng.out 2>&1 || fail "stress-ng failed: $(cat /tmp/sng.out)"
+		eval "count_$source=$(counter bus_locks)"
+		grep -q "comm=stress-ng" $SYS/top || fail "top does not name stress-ng ($source)"
+		stress-ng --lockbus 1 --lockbus-ops 200 --lockbus-nosplit --quiet > /tmp/sng.out 2>&1 ||
+			fail "stress-ng --lockbus-nosplit failed: $(cat /tmp/sng.out)"
+		eval "nosplit_$source=\$((\$(counter bus_locks) - \$count_$source))"
+		unload
+	done
+	echo "stress-ng --lockbus-ops 200: trap $count_bld, PMU $count_pmu; --lockbus-nosplit: trap $nosplit_bld, PMU $nosplit_pmu"
+	[ "$count_bld" -gt 0 ] || fail "the trap saw no bus lock of stress-ng"
+	expect_eq "the PMU's count against the trap's" "$count_pmu" "$count_bld"
+	expect_eq "bus locks of --lockbus-nosplit (trap)" "$nosplit_bld" 0
+	expect_eq "bus locks of --lockbus-nosplit (PMU)" "$nosplit_pmu" 0
+}
+
+aligned_operands_count_nothing() {
+	for source in bld pmu; do
+		load "source=$source"
+		"$BUSLOCK" -a -n 2000 > /dev/null || fail "buslock -a failed"
+		"$LOCKWAIT" -a -n 2000 > /dev/null || fail "lockwait -a failed"
+		expect_eq "bus_locks of aligned locked operations ($source)" "$(counter bus_locks)" 0
+		expect_eq "events ($source)" "$(cat $SYS/events)" ""
+		unload
+		dmesg | grep -qE "amd_sld: (#DB|PMU): " && fail "a line was logged for aligned operations ($source)"
+	done
+	return 0
+}
+
+# --- Cases by emulated machine (scripts/vmtest --machine)
+
+CASES_zen5="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
 params_valid_at_runtime params_invalid_at_runtime warn_message_and_log_ratelimit
 fatal_kills_only_the_offender fatal_cannot_be_blocked_or_ignored ratelimit_10_one_process
 ratelimit_10_three_processes ratelimit_100_one_process ratelimit_100_three_processes
@@ -690,10 +769,18 @@ event_record_format_and_attribution event_record_bound_and_loss_counted_under_st
 cli_without_the_module cli_status_matches_sysfs cli_set_validates_and_changes_the_live_policy
 cli_top_events_and_export_name_the_offender cli_needs_root_to_act_and_says_so
 pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process
-pmu_ratelimit_100_three_processes pmu_guest_mode_flagged pmu_storm_interrupts_bounded pmu_cpu_hotplug
-source_switches_at_runtime pmu_unload_under_load refuses_pmu_without_a_pmu
-debugctl_rmw_preserves_other_bits arming_failure_is_all_or_nothing refuses_without_bus_lock_detect
-default_build_has_no_simulation real_hardware_bus_lock_trap"
+pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded pmu_cpu_hotplug
+source_switches_at_runtime pmu_unload_under_load debugctl_rmw_preserves_other_bits
+incident_reproducer_caught_by_the_trap incident_reproducer_caught_by_the_pmu
+glibc_lll_lock_wait_private_named stress_ng_lockbus_counted_by_both_sources
+aligned_operands_count_nothing"
+CASES_zen4="refuses_bld_without_bus_lock_detect"
+CASES_zen5_nopmu="refuses_pmu_without_a_pmu"
+CASES_zen5_debugctl_ignored="arming_failure_is_all_or_nothing"
+CASES_bare="refuses_without_trap_or_pmu"
 
+machine=$(echo "${AMD_SLD_MACHINE:-zen5}" | tr -- - _)
+eval "CASES=\${CASES_$machine-}"
+[ -n "$CASES" ] || { echo "amd_sld.sh: unknown machine '$AMD_SLD_MACHINE'" >&2; exit 1; }
 # shellcheck disable=SC2086 # a list of case names
 run_cases ${AMD_SLD_CASES:-$CASES}

@@ -6,11 +6,11 @@
 
 HERE=${HERE:-$(cd "$(dirname "$0")" && pwd)}
 KO=${AMD_SLD_KO:-/amd_sld/amd_sld.ko}
-SIM_KO=${AMD_SLD_SIM_KO:-/amd_sld/sim/amd_sld.ko}
 SYS=/sys/kernel/amd_sld
 PARAM=/sys/module/amd_sld/parameters/split_lock_detect
-DBG=/sys/kernel/debug/amd_sld
 BUSLOCK="$HERE/buslock"
+LOCKWAIT="$HERE/lockwait"
+MSR="$HERE/msr"
 STEPCHECK="$HERE/stepcheck"
 KERNEL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
 
@@ -32,8 +32,14 @@ counter() {
 	cat "$SYS/$1"
 }
 
-load_sim() {
-	insmod "$SIM_KO" "$@" || fail "insmod of the test build failed ($*)"
+load() {
+	insmod "$KO" "$@" || fail "insmod amd_sld failed ($*)"
+}
+
+# Skips the case where the split locks it makes would be real (lockwait -n 0 makes none).
+need_split_locks() {
+	"$LOCKWAIT" -n 0 > /dev/null 2>&1 ||
+		skip "split locks are real on this CPU: set AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1 on a host that is yours alone"
 }
 
 unload() {
@@ -44,8 +50,8 @@ set_policy() {
 	echo "$1" > "$PARAM" || fail "writing '$1' to split_lock_detect failed"
 }
 
-debugctl() { # cpu
-	echo $(($(cat "$DBG/debugctl_cpu$1") + 0))
+debugctl() { # cpu: DEBUGCTL as the CPU holds it
+	"$MSR" "$1" 0x1d9 || fail "cannot read DEBUGCTL of CPU $1"
 }
 
 field() { # name line

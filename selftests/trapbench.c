@@ -3,16 +3,18 @@
  * trapbench: the micro-benchmarks of `make bench` (scripts/guest/bench). Each mode prints
  * one line of key=value pairs; times are nanoseconds of CLOCK_MONOTONIC.
  *
- *   trapbench loop N        N locked adds, no trap: the loop's own cost
- *   trapbench step N [-o]   N locked adds each followed by a single-step #DB (buslock's
- *                           sequence); -o opts in to the test build's simulation, so each
- *                           step is a bus-lock trap; without it each step is a SIGTRAP
+ *   trapbench loop N        N locked adds on an aligned operand: no bus lock, no trap
+ *   trapbench split N       N locked adds on an operand across a cache line: N bus locks,
+ *                           each a trap where Bus Lock Detect is armed (refused outside
+ *                           QEMU TCG unless AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1)
+ *   trapbench step N        N locked adds each followed by a single-step #DB and its
+ *                           SIGTRAP: the cost of a #DB that the kernel delivers as a signal
  *   trapbench syscall N     N getppid() calls
  *   trapbench ctxsw N       N pipe round trips between two processes pinned to CPU 0
  *                           (two context switches each)
  *   trapbench probe MS      sleeps 1 ms at a time for MS ms and reports how late it woke
  *
- * No mode makes a real bus lock: the operand is aligned.
+ * Only `split` makes bus locks.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,7 +31,37 @@
 #include <ucontext.h>
 #include <unistd.h>
 
-#include "sim.h"
+#include "tcg.h"
+
+#define EFLAGS_TF 0x100
+
+static volatile sig_atomic_t sigtraps;
+
+/* A single step arrived: count it and stop stepping. */
+static void on_sigtrap(int sig, siginfo_t *info, void *context)
+{
+	ucontext_t *uc = context;
+
+	(void)sig;
+	(void)info;
+	uc->uc_mcontext.gregs[REG_EFL] &= ~EFLAGS_TF;
+	sigtraps++;
+}
+
+static inline void locked_add(int *operand)
+{
+	asm volatile("lock addl $1, (%0)" : : "r"(operand) : "memory", "cc");
+}
+
+/* A locked add with EFLAGS.TF set just before it: a single-step #DB follows it. */
+static inline void locked_add_then_step(int *operand)
+{
+	asm volatile("pushfq\n\t"
+		     "orq %1, (%%rsp)\n\t"
+		     "popfq\n\t"
+		     "lock addl $1, (%0)\n\t"
+		     : : "r"(operand), "i"(EFLAGS_TF) : "memory", "cc");
+}
 
 static int operand[64] __attribute__((aligned(64)));
 
@@ -63,17 +95,17 @@ static void report(const char *mode, unsigned long long n, unsigned long long ns
 	       (double)ns / (double)n, (int)sigtraps);
 }
 
-static void bench_loop(unsigned long long n, int step)
+static void bench_loop(const char *mode, unsigned long long n, int *target, int step)
 {
 	unsigned long long start = now_ns();
 
 	for (unsigned long long i = 0; i < n; i++) {
 		if (step)
-			locked_add_then_trap(&operand[16]);
+			locked_add_then_step(target);
 		else
-			locked_add(&operand[16]);
+			locked_add(target);
 	}
-	report(step ? "step" : "loop", n, now_ns() - start);
+	report(mode, n, now_ns() - start);
 }
 
 static void bench_syscall(unsigned long long n)
@@ -160,12 +192,14 @@ int main(int argc, char **argv)
 	setvbuf(stdout, NULL, _IOLBF, 0);
 
 	if (!strcmp(argv[1], "loop")) {
-		bench_loop(n, 0);
+		bench_loop("loop", n, &operand[16], 0);
+	} else if (!strcmp(argv[1], "split")) {
+		if (refuse_real_split_locks("trapbench"))
+			return 3;
+		/* 2 bytes before the line at operand[16]: the int straddles it. */
+		bench_loop("split", n, (int *)((char *)&operand[16] - 2), 0);
 	} else if (!strcmp(argv[1], "step")) {
-		if (argc > 3 && !strcmp(argv[3], "-o"))
-			if (sim_opt_in(getpid()))
-				die("cannot opt in through " SIM_TGID);
-		bench_loop(n, 1);
+		bench_loop("step", n, &operand[16], 1);
 	} else if (!strcmp(argv[1], "syscall")) {
 		bench_syscall(n);
 	} else if (!strcmp(argv[1], "ctxsw")) {
@@ -177,6 +211,6 @@ int main(int argc, char **argv)
 	}
 	return 0;
 usage:
-	fprintf(stderr, "usage: trapbench loop|step|syscall|ctxsw|probe N [-o]\n");
+	fprintf(stderr, "usage: trapbench loop|split|step|syscall|ctxsw|probe N\n");
 	return 2;
 }
