@@ -24,6 +24,8 @@ all module: $(KO)
 $(KO): $(MODULE_SOURCES) Makefile
 	@scripts/check-kdir "$(KDIR)" "$(KRUSTC)"
 	@mkdir -p $(BUILD) $(dir $(KO))
+	@# A source file removed or renamed since the last build must not linger in the copy.
+	@rm -rf $(BUILD)/src
 	@cp -p --parents $(MODULE_SOURCES) $(BUILD)/
 	$(MAKE) -C $(KDIR) M=$(abspath $(BUILD)) $(KBUILD_VARS) modules
 	cp $(BUILD)/amd_sld.ko $@

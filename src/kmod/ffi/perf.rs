@@ -112,8 +112,16 @@ pub(crate) struct CounterSpec {
     pub(crate) sample_freq: u64,
 }
 
-/// The counter of each CPU, or null.
+/// The sampling counter of each CPU, or null: its overflows are the samples.
 static COUNTERS: [AtomicPtr<bindings::perf_event>; MAX_CPUS] =
+    [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
+
+/// The pinned counting event of each CPU, or null: the exact total. perf stops a sampling
+/// counter while it throttles it (too many overflows per tick, or overflow handlers that
+/// took too long, which lowers `perf_event_max_sample_rate`), and bus locks in that window
+/// go uncounted; an event that never samples is never throttled, and a pinned one is never
+/// rotated off the PMU.
+static TALLIES: [AtomicPtr<bindings::perf_event>; MAX_CPUS] =
     [const { AtomicPtr::new(ptr::null_mut()) }; MAX_CPUS];
 
 /// Each CPU's count at its counter's previous overflow: the next sample stands for the
@@ -124,58 +132,93 @@ fn counter_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
     COUNTERS.get(usize::try_from(cpu).ok()?)
 }
 
-/// Creates `cpu`'s counter: counting user, kernel and guest mode, sampling in frequency
-/// mode, overflow to `H::on_sample`. Process context; the caller holds the CPU
-/// hotplug lock (the hotplug core, or [`super::CpusReadLocked`]) and the parameter lock or
-/// is the hotplug core, so no two callers start or stop the same CPU's counter at once.
-pub(crate) fn start_counter<H: PmuHandler>(cpu: u32, spec: &CounterSpec) -> Result {
-    let slot = counter_slot(cpu).ok_or(kernel::error::code::EINVAL)?;
+fn tally_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
+    TALLIES.get(usize::try_from(cpu).ok()?)
+}
+
+/// A per-CPU kernel counter of the raw event `raw_config`: sampling at `sample_freq` per
+/// second with overflows to `handler`, or, with no handler, counting only and pinned.
+fn create(
+    cpu: c_int,
+    raw_config: u64,
+    handler: Option<OverflowHandler>,
+    sample_freq: u64,
+) -> Result<*mut bindings::perf_event> {
+    let (sample_period_or_freq, flags) = match handler {
+        Some(_) => (sample_freq, crate::pmu::PERF_ATTR_FLAG_FREQ),
+        None => (0, crate::pmu::PERF_ATTR_FLAG_PINNED),
+    };
     let mut attr = PerfEventAttr {
         type_: crate::pmu::PERF_TYPE_RAW,
         size: core::mem::size_of::<PerfEventAttr>() as u32,
-        config: spec.raw_config,
-        sample_period_or_freq: spec.sample_freq,
+        config: raw_config,
+        sample_period_or_freq,
         sample_type: 0,
         read_format: 0,
-        flags: crate::pmu::PERF_ATTR_FLAG_FREQ,
+        flags,
         wakeup_events: 0,
         bp_type: 0,
         bp_addr_or_config1: 0,
         bp_len_or_config2: 0,
         rest: [0; 8],
     };
+    // SAFETY: `attr` is a valid, fully initialised attribute that perf copies; a null task
+    // and a CPU number make a per-CPU counter; the handler, if any, has the overflow
+    // signature and lives as long as the module, which releases every counter before it
+    // goes.
+    let event = unsafe {
+        perf_event_create_kernel_counter(&mut attr, cpu, ptr::null_mut(), handler, ptr::null_mut())
+    };
+    from_err_ptr(event)
+}
+
+fn release(event: *mut bindings::perf_event) {
+    // SAFETY: callers pass an event from `perf_event_create_kernel_counter()` that they
+    // just took out of its slot (or never stored), so nothing else will use or release it.
+    unsafe { perf_event_release_kernel(event) };
+}
+
+/// Creates `cpu`'s counters: a pinned counting event for the exact total, and a sampling
+/// one (frequency mode, overflow to `H::on_sample`), both counting user, kernel and guest
+/// mode. Both or neither. Process context; the caller holds the CPU hotplug lock (the
+/// hotplug core, or [`super::CpusReadLocked`]) and the parameter lock or is the hotplug
+/// core, so no two callers start or stop the same CPU's counters at once.
+pub(crate) fn start_counter<H: PmuHandler>(cpu: u32, spec: &CounterSpec) -> Result {
+    let einval = kernel::error::code::EINVAL;
+    let (slot, tally_slot) = (
+        counter_slot(cpu).ok_or(einval)?,
+        tally_slot(cpu).ok_or(einval)?,
+    );
     // A new counter starts from zero.
     if let Some(last) = COUNT_AT_LAST_SAMPLE.get(cpu as usize) {
         last.store(0, Ordering::Relaxed);
     }
-    let cpu = c_int::try_from(cpu).map_err(|_| kernel::error::code::EINVAL)?;
-    // SAFETY: `attr` is a valid, fully initialised attribute that perf copies; a null task
-    // and a CPU number make a per-CPU counter; the handler has the overflow signature and
-    // lives as long as the module, which releases every counter before it goes.
-    let event = unsafe {
-        perf_event_create_kernel_counter(
-            &mut attr,
-            cpu,
-            ptr::null_mut(),
-            Some(on_overflow::<H>),
-            ptr::null_mut(),
-        )
-    };
-    let event = from_err_ptr(event)?;
-    slot.store(event, Ordering::Release);
+    let cpu = c_int::try_from(cpu).map_err(|_| einval)?;
+    let tally = create(cpu, spec.raw_config, None, 0)?;
+    let sampler = create(
+        cpu,
+        spec.raw_config,
+        Some(on_overflow::<H>),
+        spec.sample_freq,
+    )
+    .inspect_err(|_| release(tally))?;
+    tally_slot.store(tally, Ordering::Release);
+    slot.store(sampler, Ordering::Release);
     Ok(())
 }
 
-/// Releases `cpu`'s counter, if it has one, and returns its final count.
+/// Releases `cpu`'s counters, if it has them, and returns the final exact count.
 pub(crate) fn stop_counter(cpu: u32) -> Option<u64> {
-    let event = counter_slot(cpu)?.swap(ptr::null_mut(), Ordering::AcqRel);
-    if event.is_null() {
+    let sampler = counter_slot(cpu)?.swap(ptr::null_mut(), Ordering::AcqRel);
+    if !sampler.is_null() {
+        release(sampler);
+    }
+    let tally = tally_slot(cpu)?.swap(ptr::null_mut(), Ordering::AcqRel);
+    if tally.is_null() {
         return None;
     }
-    let count = read(event);
-    // SAFETY: `event` came from `perf_event_create_kernel_counter()` and was just taken out
-    // of its slot, so nothing else will use or release it.
-    unsafe { perf_event_release_kernel(event) };
+    let count = read(tally);
+    release(tally);
     Some(count)
 }
 
@@ -186,10 +229,10 @@ fn read(event: *mut bindings::perf_event) -> u64 {
     unsafe { perf_event_read_value(event, &mut enabled, &mut running) }
 }
 
-/// The sum of the live counters. The caller holds the CPU hotplug lock and the parameter
-/// lock, which keep every counter from being released meanwhile.
+/// The sum of the live counters' exact counts. The caller holds the CPU hotplug lock and
+/// the parameter lock, which keep every counter from being released meanwhile.
 pub(crate) fn read_counters(_cpus: &super::CpusReadLocked, _param: &super::ParamLock) -> u64 {
-    COUNTERS
+    TALLIES
         .iter()
         .map(|slot| slot.load(Ordering::Acquire))
         .filter(|event| !event.is_null())

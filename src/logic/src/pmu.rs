@@ -8,6 +8,8 @@ pub const LS_LOCKS_BUS_LOCK_UMASK: u64 = 0x01;
 
 /// `perf_event_attr::type` of a raw, model-specific event (`PERF_TYPE_RAW`).
 pub const PERF_TYPE_RAW: u32 = 4;
+/// `perf_event_attr::pinned`: always on the PMU, never multiplexed with other events.
+pub const PERF_ATTR_FLAG_PINNED: u64 = 1 << 2;
 /// `perf_event_attr::freq`: `sample_period` holds a frequency, and perf adapts the period.
 pub const PERF_ATTR_FLAG_FREQ: u64 = 1 << 10;
 
