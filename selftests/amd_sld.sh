@@ -20,6 +20,13 @@
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/lib.sh"
 
+# A case that fails half-way must not leave a CPU offline for the next ones.
+case_cleanup() {
+	for online in /sys/devices/system/cpu/cpu*/online; do
+		[ "$(cat "$online")" = 1 ] || echo 1 > "$online"
+	done
+}
+
 # ---------------------------------------------------------------------------------------
 
 load_unload_arms_and_restores_every_cpu() {
@@ -226,7 +233,7 @@ cpu_offline_online_while_loaded() {
 	load
 	echo 0 > /sys/devices/system/cpu/cpu2/online || fail "offlining CPU 2 failed"
 	expect_eq "armed_cpus without CPU 2" "$(counter armed_cpus)" "$(online_cpus)"
-	[ $(($(debugctl 2) & 4)) -eq 0 ] || fail "offline CPU 2 left armed"
+	# An offline CPU's MSRs cannot be read, and onlining resets it: armed_cpus is the check.
 	out=$("$BUSLOCK" -n 20) || fail "buslock failed: $out"
 	expect_eq "traps with a CPU offline" "$(counter bus_locks)" 20
 	echo 1 > /sys/devices/system/cpu/cpu2/online || fail "onlining CPU 2 failed"
