@@ -19,9 +19,6 @@ pub const CPUID_7_ECX_BUS_LOCK_DETECT_BIT: u32 = 24;
 /// `X86_VENDOR_AMD` in `cpuinfo_x86::x86_vendor`.
 pub const VENDOR_AMD: u8 = 2;
 
-/// EFLAGS.TF, the single-step flag.
-pub const EFLAGS_TF: u64 = 1 << 8;
-
 /// Returns whether the Bus Lock Detect bit is set in a `CPUID_7_ECX` capability word.
 pub const fn has_bus_lock_detect(cpuid_7_ecx: u32) -> bool {
     cpuid_7_ecx & (1 << CPUID_7_ECX_BUS_LOCK_DETECT_BIT) != 0

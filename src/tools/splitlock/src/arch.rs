@@ -1,9 +1,8 @@
-//! Every `unsafe` of splitlock: CPUID, the two locked instructions and the signal handlers.
+//! Every `unsafe` of splitlock: CPUID, the split locked instruction and the signal handler.
 //!
-//! The rest of the crate is safe code on the types exported here. Two of them are proofs:
-//! a real split lock needs a [`Permit`] (only `safety::decide` makes one), and a
-//! single-stepped locked add needs a [`SigtrapHandler`] (only its installer makes one), so
-//! that neither instruction can run on a path that skipped its precondition.
+//! The rest of the crate is safe code on the types exported here. A real split lock needs a
+//! [`Permit`] (only `safety::decide` makes one), so that the instruction cannot run on a path
+//! that skipped the decision.
 
 use std::arch::asm;
 use std::cell::UnsafeCell;
@@ -12,8 +11,7 @@ use std::mem;
 use std::ptr;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 
-use amd_sld_logic::x86::EFLAGS_TF;
-use libc::{c_int, c_void, siginfo_t};
+use libc::c_int;
 
 use crate::safety::{self, CpuidFacts, Permit};
 
@@ -56,11 +54,9 @@ pub(crate) fn cpuid_facts() -> CpuidFacts {
 pub(crate) const CACHE_LINE: usize = 64;
 /// Where the split operand starts: 2 of its 4 bytes in each line.
 const SPLIT_OFFSET: usize = CACHE_LINE - 2;
-/// Where the aligned operand starts: the first bytes of the second line.
-const ALIGNED_OFFSET: usize = CACHE_LINE;
 
-/// Two cache lines that hold one thread's operands: one straddling the boundary, one
-/// aligned. Each generator thread owns one, so no other code ever touches the bytes.
+/// Two cache lines that hold one thread's operand, straddling the boundary between them.
+/// Each generator thread owns one, so no other code ever touches the bytes.
 #[repr(C, align(64))]
 pub(crate) struct LockTarget {
     bytes: UnsafeCell<[u8; 2 * CACHE_LINE]>,
@@ -99,68 +95,17 @@ impl LockTarget {
             );
         }
     }
-
-    /// One aligned `lock add` with EFLAGS.TF set just before it, so that a single-step #DB
-    /// follows it exactly where a Bus Lock Detect trap would: the test build of amd_sld
-    /// turns that step into a bus-lock trap for an opted-in process (selftests/README.md).
-    /// A step it does not convert raises SIGTRAP, which the handler counts; hence the proof
-    /// that the handler is installed. No real bus lock happens.
-    pub(crate) fn stepped_locked_add(&self, _handler: &SigtrapHandler) {
-        let operand = self.operand(ALIGNED_OFFSET);
-        // SAFETY: `operand` points at 4 aligned bytes inside `self.bytes`, accessed only by
-        // this thread and only through asm. The flags image is pushed and popped on the
-        // stack, which asm! allows without `nostack`. TF makes the CPU trap after the
-        // locked add; the kernel (amd_sld's simulation) or our SIGTRAP handler clears it.
-        unsafe {
-            asm!(
-                "pushfq",
-                "or qword ptr [rsp], {tf}",
-                "popfq",
-                "lock add dword ptr [{operand}], 1",
-                tf = in(reg) EFLAGS_TF,
-                operand = in(reg) operand,
-            );
-        }
-    }
-
-    /// The aligned operand's value: how many stepped adds ran.
-    #[cfg(test)]
-    fn aligned_value(&self) -> u32 {
-        // SAFETY: an aligned 4-byte read inside `self.bytes`; no asm block is running, as
-        // this thread is the only one using the target.
-        unsafe { ptr::read(self.operand(ALIGNED_OFFSET)) }
-    }
 }
 
-/// Single steps that raised SIGTRAP instead of becoming bus-lock traps.
-static UNCONVERTED_STEPS: AtomicU64 = AtomicU64::new(0);
-
-/// Proof that SIGTRAP is handled: required by [`LockTarget::stepped_locked_add`].
-pub(crate) struct SigtrapHandler {
-    _installed: (),
-}
-
-/// A step nobody converted: count it and clear TF in the interrupted context, so that the
-/// thread stops stepping when the handler returns. Async-signal-safe: one atomic add.
-extern "C" fn on_sigtrap(_signal: c_int, _info: *mut siginfo_t, context: *mut c_void) {
-    let context = context.cast::<libc::ucontext_t>();
-    // SAFETY: for an SA_SIGINFO handler the kernel passes the interrupted context as a
-    // valid, writable ucontext_t, which lives until the handler returns.
-    unsafe {
-        (*context).uc_mcontext.gregs[libc::REG_EFL as usize] &= !(EFLAGS_TF as libc::greg_t);
-    }
-    UNCONVERTED_STEPS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Installs `handler` for `signal`, with `flags`.
-fn install(signal: c_int, handler: usize, flags: c_int) -> io::Result<()> {
-    // SAFETY: sigaction is plain data; all-zero is a valid empty value, completed below.
+/// Installs `handler` for `signal`.
+fn install(signal: c_int, handler: extern "C" fn(c_int)) -> io::Result<()> {
+    // SAFETY: sigaction is plain data; all-zero is a valid empty value (no flags), completed
+    // below.
     let mut action: libc::sigaction = unsafe { mem::zeroed() };
-    action.sa_sigaction = handler;
-    action.sa_flags = flags;
+    action.sa_sigaction = handler as usize;
     // SAFETY: `action.sa_mask` is a valid sigset_t owned by us; the handler is an extern "C"
-    // function of the signature `flags` announces; sigaction only reads `action` and
-    // accepts a null old-action pointer.
+    // function of the one-argument signature that flags without SA_SIGINFO announce;
+    // sigaction only reads `action` and accepts a null old-action pointer.
     let result = unsafe {
         libc::sigemptyset(&mut action.sa_mask);
         libc::sigaction(signal, &action, ptr::null_mut())
@@ -170,18 +115,6 @@ fn install(signal: c_int, handler: usize, flags: c_int) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
-}
-
-/// Installs the SIGTRAP handler that counts unconverted steps.
-pub(crate) fn install_sigtrap_handler() -> io::Result<SigtrapHandler> {
-    let handler: extern "C" fn(c_int, *mut siginfo_t, *mut c_void) = on_sigtrap;
-    install(libc::SIGTRAP, handler as usize, libc::SA_SIGINFO)?;
-    Ok(SigtrapHandler { _installed: () })
-}
-
-/// Single steps so far that raised SIGTRAP instead of becoming bus-lock traps.
-pub(crate) fn unconverted_steps() -> u64 {
-    UNCONVERTED_STEPS.load(Ordering::Relaxed)
 }
 
 /// Most generator threads whose SIGBUS can be told apart.
@@ -221,8 +154,7 @@ extern "C" fn on_sigbus(_signal: c_int) {
 
 /// Installs the SIGBUS handler, for `--catch-sigbus`.
 pub(crate) fn install_sigbus_handler() -> io::Result<()> {
-    let handler: extern "C" fn(c_int) = on_sigbus;
-    install(libc::SIGBUS, handler as usize, 0)
+    install(libc::SIGBUS, on_sigbus)
 }
 
 /// Attributes SIGBUS received from now on by the calling thread to `slot`, which starts at 0.
@@ -259,7 +191,7 @@ mod tests {
     }
 
     #[test]
-    fn operands_are_split_and_aligned_as_intended() {
+    fn the_operand_is_split_as_intended() {
         let target = LockTarget::new();
         let base = target.bytes.get() as usize;
         assert_eq!(base % CACHE_LINE, 0);
@@ -269,21 +201,6 @@ mod tests {
             (split + 3) / CACHE_LINE,
             "straddles a line"
         );
-        assert_eq!(target.operand(ALIGNED_OFFSET) as usize % 4, 0);
-    }
-
-    /// An aligned locked add, single-stepped: no bus lock, a SIGTRAP that the handler
-    /// counts and stops. (No amd_sld test build converts it on the host.)
-    #[test]
-    fn a_stepped_add_traps_once_and_stops_stepping() {
-        let handler = install_sigtrap_handler().unwrap();
-        let target = LockTarget::new();
-        let before = unconverted_steps();
-        target.stepped_locked_add(&handler);
-        target.stepped_locked_add(&handler);
-        assert_eq!(target.aligned_value(), 2);
-        // Other tests may step concurrently, so at least ours are counted.
-        assert!(unconverted_steps() >= before + 2);
     }
 
     #[test]

@@ -2,11 +2,9 @@
 //! and to see what bus locks cost everyone else.
 //!
 //! Real split locks stall every core of the physical machine, so they are refused outside
-//! QEMU's TCG emulator unless `--allow-real-host` is given (see `safety`). `--sim` makes
-//! harmless, aligned, single-stepped locked adds that the test build of amd_sld turns into
-//! bus-lock traps. `--victim` alone takes no locks and is safe anywhere.
+//! QEMU's TCG emulator unless `--allow-real-host` is given (see `safety`). `--victim` alone
+//! takes no locks and is safe anywhere.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,16 +15,15 @@ use clap::Parser;
 mod arch;
 mod generator;
 mod safety;
-mod sim;
 mod victim;
 
-use arch::{LockTarget, SigtrapHandler, MAX_THREADS};
+use arch::{LockTarget, MAX_THREADS};
 use generator::ThreadReport;
 use safety::{Permit, PermitReason};
 
 /// Exit code: done.
 const EXIT_OK: u8 = 0;
-/// Exit code: a system call or the environment failed (e.g. no test build for --sim).
+/// Exit code: a system call or the environment failed.
 const EXIT_RUNTIME: u8 = 1;
 /// Exit code: invalid command line (clap's own code for usage errors too).
 const EXIT_USAGE: u8 = 2;
@@ -50,7 +47,7 @@ fn exit_codes_help() -> String {
 #[command(
     name = "splitlock",
     version,
-    about = "Generate split locks (or simulated bus locks) and measure their victims",
+    about = "Generate split locks and measure their victims",
     after_help = exit_codes_help()
 )]
 struct Cli {
@@ -69,14 +66,11 @@ struct Cli {
     /// Size of the victim's buffer, in MiB: larger than the last-level cache
     #[arg(long, value_name = "MIB", default_value_t = 64, value_parser = clap::value_parser!(u32).range(2..=65_536))]
     victim_mib: u32,
-    /// Simulated bus locks for the amd_sld test build (make SIM=1): aligned, single-stepped
-    #[arg(long)]
-    sim: bool,
     /// Count SIGBUS (policy fatal) and end that thread's loop, instead of dying of it
     #[arg(long)]
     catch_sigbus: bool,
     /// Generate real split locks outside QEMU TCG: only on a machine that is yours alone
-    #[arg(long, conflicts_with = "sim")]
+    #[arg(long)]
     allow_real_host: bool,
 }
 
@@ -107,32 +101,12 @@ impl Failure {
     }
 }
 
-/// The lock each generator thread takes, with the proof that it may.
-#[derive(Clone, Copy)]
-enum Lock<'a> {
-    /// A real split lock.
-    Split(&'a Permit),
-    /// An aligned locked add, single-stepped, for the test build.
-    Stepped(&'a SigtrapHandler),
-}
-
-impl Lock<'_> {
-    fn take(self, target: &LockTarget) {
-        match self {
-            Lock::Split(permit) => target.split_locked_add(permit),
-            Lock::Stepped(handler) => target.stepped_locked_add(handler),
-        }
-    }
-
-    fn describe(self) -> &'static str {
-        match self {
-            Lock::Split(permit) => match permit.reason() {
-                PermitReason::QemuTcg => "real split locks (QEMU TCG: emulated, harmless)",
-                PermitReason::OperatorAllowed => {
-                    "REAL split locks (--allow-real-host: this host's bus will be locked)"
-                }
-            },
-            Lock::Stepped(_) => "simulated bus locks (aligned lock add, single-stepped)",
+/// What the generator threads take, and why they may.
+fn describe(permit: &Permit) -> &'static str {
+    match permit.reason() {
+        PermitReason::QemuTcg => "real split locks (QEMU TCG: emulated, harmless)",
+        PermitReason::OperatorAllowed => {
+            "REAL split locks (--allow-real-host: this host's bus will be locked)"
         }
     }
 }
@@ -143,10 +117,10 @@ struct Outcome {
     sigbus: u64,
 }
 
-/// One generator thread: its own operands, its own share of the rate.
+/// One generator thread: its own operand, its own share of the rate.
 fn generate(
     index: usize,
-    lock: Lock<'_>,
+    permit: &Permit,
     start: Instant,
     cli: &Cli,
     per_thread_rate: Option<f64>,
@@ -159,7 +133,7 @@ fn generate(
         start,
         cli.duration,
         per_thread_rate,
-        || lock.take(&target),
+        || target.split_locked_add(permit),
         || cli.catch_sigbus && arch::sigbus_count(index) > 0,
     );
     Outcome {
@@ -186,7 +160,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     }
 
     // Decide before anything runs: a refusal must leave the machine untouched.
-    let permit = if threads > 0 && !cli.sim {
+    let permit = if threads > 0 {
         Some(
             safety::decide(&arch::cpuid_facts(), cli.allow_real_host).map_err(|refusal| {
                 Failure {
@@ -198,26 +172,13 @@ fn run(cli: &Cli) -> Result<(), Failure> {
     } else {
         None
     };
-    let sigtrap_handler = if threads > 0 && cli.sim {
-        let handler = arch::install_sigtrap_handler()
-            .map_err(|err| Failure::runtime(format!("cannot handle SIGTRAP: {err}")))?;
-        sim::opt_in(Path::new(sim::SIM_TGID), std::process::id()).map_err(Failure::runtime)?;
-        Some(handler)
-    } else {
-        None
-    };
     if cli.catch_sigbus {
         arch::install_sigbus_handler()
             .map_err(|err| Failure::runtime(format!("cannot handle SIGBUS: {err}")))?;
     }
-    let lock = match (&permit, &sigtrap_handler) {
-        (Some(permit), _) => Some(Lock::Split(permit)),
-        (None, Some(handler)) => Some(Lock::Stepped(handler)),
-        (None, None) => None,
-    };
 
     let per_thread_rate = (cli.rate > 0 && threads > 0).then(|| cli.rate as f64 / threads as f64);
-    if let Some(lock) = lock {
+    if let Some(permit) = &permit {
         let rate = match cli.rate {
             0 => "as fast as possible".to_owned(),
             rate => format!("{rate}/s in total"),
@@ -225,7 +186,7 @@ fn run(cli: &Cli) -> Result<(), Failure> {
         println!(
             "splitlock: {}, {}, {rate}, for {:.1} s",
             plural(threads as u64, "thread"),
-            lock.describe(),
+            describe(permit),
             cli.duration.as_secs_f64()
         );
     }
@@ -249,11 +210,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
                 })
             })
         });
-        let generators: Vec<_> = lock
-            .into_iter()
-            .flat_map(|lock| (0..threads).map(move |index| (index, lock)))
-            .map(|(index, lock)| {
-                scope.spawn(move || generate(index, lock, start, cli, per_thread_rate))
+        let generators: Vec<_> = permit
+            .iter()
+            .flat_map(|permit| (0..threads).map(move |index| (index, permit)))
+            .map(|(index, permit)| {
+                scope.spawn(move || generate(index, permit, start, cli, per_thread_rate))
             })
             .collect();
         let outcomes: Vec<Outcome> = generators
@@ -265,9 +226,6 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             victim.map(|handle| handle.join().expect("the victim thread panicked")),
         )
     });
-    if sigtrap_handler.is_some() {
-        sim::opt_out(Path::new(sim::SIM_TGID), std::process::id());
-    }
 
     if !outcomes.is_empty() {
         for (index, outcome) in outcomes.iter().enumerate() {
@@ -290,23 +248,11 @@ fn run(cli: &Cli) -> Result<(), Failure> {
             .max()
             .unwrap_or_default();
         let sigbus: u64 = outcomes.iter().map(|o| o.sigbus).sum();
-        let sigtrap = if sigtrap_handler.is_some() {
-            arch::unconverted_steps()
-        } else {
-            0
-        };
         println!(
-            "total: locks={total} elapsed_ms={} rate={:.1}/s sigtrap={sigtrap} sigbus={sigbus}",
+            "total: locks={total} elapsed_ms={} rate={:.1}/s sigbus={sigbus}",
             elapsed.as_millis(),
             generator::rate(total, elapsed)
         );
-        if sigtrap > 0 {
-            println!(
-                "note: {} raised SIGTRAP instead of becoming bus-lock traps: the amd_sld test \
-                 build is not armed (policy off?) or this process is not opted in",
-                plural(sigtrap, "step")
-            );
-        }
     }
     if let Some(summary) = victim {
         println!(
@@ -352,6 +298,5 @@ mod tests {
         let parse = |threads: &str| Cli::try_parse_from(["splitlock", "--threads", threads]);
         assert!(parse("256").is_ok());
         assert!(parse("257").is_err());
-        assert!(Cli::try_parse_from(["splitlock", "--sim", "--allow-real-host"]).is_err());
     }
 }

@@ -96,8 +96,8 @@ impl fmt::Display for Refusal {
             )?,
         }
         f.write_str(
-            "\nRun it in the project's test VM (QEMU TCG), use --sim with the test build of \
-             amd_sld, or pass --allow-real-host on a machine that is yours alone.",
+            "\nRun it in the project's test VM (QEMU TCG), or pass --allow-real-host on a \
+             machine that is yours alone.",
         )
     }
 }
