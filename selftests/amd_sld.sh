@@ -635,46 +635,39 @@ arming_failure_is_all_or_nothing() { # zen5-debugctl-ignored: DEBUGCTL reads bac
 	unload
 }
 
-refuses_pmu_without_a_pmu() { # zen5-nopmu
-	if insmod "$KO" source=pmu 2> /tmp/insmod.err; then
+# insmod with these arguments must fail with ENODEV, log the reason, and leave nothing.
+expect_refusal() { # "insmod arguments" "log line (basic regex)"
+	# shellcheck disable=SC2086 # the arguments are words
+	if insmod "$KO" $1 2> /tmp/insmod.err; then
 		rmmod amd_sld
-		fail "source=pmu loaded on a CPU without a PMU"
+		fail "insmod $1 loaded here"
 	fi
 	grep -q "No such device" /tmp/insmod.err || fail "insmod error is not ENODEV: $(cat /tmp/insmod.err)"
-	dmesg | grep -q "amd_sld: not loading: source=pmu: the PMU cannot count ls_locks.bus_lock here" ||
-		fail "no refusal line: $(dmesg | grep amd_sld)"
+	dmesg | grep -q "$2" || fail "no refusal line: $(dmesg | grep amd_sld)"
+	[ ! -e /sys/module/amd_sld ] || fail "module present after refusal"
+}
+
+# With the default source=auto, the module takes the source there is and counts exactly.
+auto_counts_with() { # source program n
 	load
-	expect_eq "auto takes the trap here" "$(counter source)" bld
-	out=$("$BUSLOCK" -n 10) || fail "buslock failed: $out"
-	expect_eq "bus_locks by the trap without a PMU" "$(counter bus_locks)" 10
+	expect_eq "the source auto takes here" "$(counter source)" "$1"
+	out=$("$2" -n "$3") || fail "$2 failed: $out"
+	expect_eq "bus_locks of $3 bus locks by $(basename "$2") ($1)" "$(counter bus_locks)" "$3"
 	unload
+}
+
+refuses_pmu_without_a_pmu() { # zen5-nopmu
+	expect_refusal source=pmu "amd_sld: not loading: source=pmu: the PMU cannot count ls_locks.bus_lock here"
+	auto_counts_with bld "$BUSLOCK" 10
 }
 
 refuses_bld_without_bus_lock_detect() { # zen4: a PMU, no trap
-	if insmod "$KO" source=bld 2> /tmp/insmod.err; then
-		rmmod amd_sld
-		fail "source=bld loaded on a CPU without Bus Lock Detect"
-	fi
-	grep -q "No such device" /tmp/insmod.err || fail "insmod error is not ENODEV: $(cat /tmp/insmod.err)"
-	dmesg | grep -q "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear" ||
-		fail "no refusal line: $(dmesg | grep amd_sld)"
-	[ ! -e /sys/module/amd_sld ] || fail "module present after refusal"
-	load
-	expect_eq "auto takes the PMU on Zen 4" "$(counter source)" pmu
-	out=$("$LOCKWAIT" -n 500) || fail "lockwait failed: $out"
-	expect_eq "bus_locks of the incident's loop on Zen 4" "$(counter bus_locks)" 500
-	unload
+	expect_refusal source=bld "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear"
+	auto_counts_with pmu "$LOCKWAIT" 500
 }
 
 refuses_without_trap_or_pmu() { # bare: stock TCG, neither
-	if insmod "$KO" 2> /tmp/insmod.err; then
-		rmmod amd_sld
-		fail "loaded on a CPU with neither Bus Lock Detect nor a PMU"
-	fi
-	grep -q "No such device" /tmp/insmod.err || fail "insmod error is not ENODEV: $(cat /tmp/insmod.err)"
-	dmesg | grep -q "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear) and the PMU cannot count" ||
-		fail "no refusal line: $(dmesg | grep amd_sld)"
-	[ ! -e /sys/module/amd_sld ] || fail "module present after refusal"
+	expect_refusal "" "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear) and the PMU cannot count"
 }
 
 # --- Unmodified workloads: the incident's wait loop, glibc's own, stress-ng --lockbus
