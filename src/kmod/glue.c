@@ -74,11 +74,15 @@ u64 amd_sld_perf_event_count(struct perf_event *event)
 	return local64_read(&event->count);
 }
 
-/* set_current_state() is a macro: sleep killably until an absolute CLOCK_MONOTONIC time. */
+/*
+ * set_current_state() is a macro: sleep killably until an absolute CLOCK_MONOTONIC time.
+ * TASK_FREEZABLE: the freezer (suspend, cgroup freezer) freezes the task in this sleep
+ * rather than waiting for it (kernel/freezer.c __set_task_frozen()); no lock is held here.
+ */
 int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns);
 int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns)
 {
-	set_current_state(TASK_KILLABLE);
+	set_current_state(TASK_KILLABLE | TASK_FREEZABLE);
 	return schedule_hrtimeout_range(&expires, slack_ns, HRTIMER_MODE_ABS);
 }
 

@@ -55,7 +55,8 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
             }
             Some(_) => {
                 // No memory for the work item, or the task is exiting: it cannot be made
-                // to sleep, but it is still reported.
+                // to sleep, but it is still reported; its slot goes back to the budget.
+                THROTTLE.refund(1, rate.per_second());
                 warn(user_ip);
                 Action::Warn
             }
