@@ -87,6 +87,8 @@ struct AmdSld {
 
 impl kernel::Module for AmdSld {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // Held until `init` returns, also while an error drops what was set up: nothing
+        // that runs then may wait for this lock (the files' `show()`s do not take it).
         let _param_lock = ffi::ParamLock::lock(module);
         let source = control::choose_source().map_err(refuse)?;
         let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"), &FILES)?;
@@ -136,7 +138,7 @@ static SOURCE_PARAM: ffi::ParamHandlers =
 /// Counters are world-readable; the records name processes, root only.
 static FILES: [ffi::StatFile; 11] = [
     ffi::StatFile::new(c_str!("bus_locks"), 0o444, |out| {
-        writeln!(out, "{}", arming::bus_locks(&THIS_MODULE))
+        writeln!(out, "{}", arming::bus_locks())
     }),
     ffi::StatFile::new(c_str!("warned"), 0o444, |out| stats::WARNED.show(out)),
     ffi::StatFile::new(c_str!("killed"), 0o444, |out| stats::KILLED.show(out)),

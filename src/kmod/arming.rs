@@ -9,16 +9,15 @@
 //! is never written by two threads at once.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::bindings;
 use kernel::error::{code, Result};
 use kernel::prelude::*;
-use kernel::ThisModule;
 
 use crate::capability::Refusal;
 use crate::control::{self, Phase};
-use crate::ffi::{self, CpusReadLocked};
+use crate::ffi::{self, CountersLocked, CpusReadLocked};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::record::Source;
@@ -57,7 +56,8 @@ fn slot(cpu: u32) -> Option<&'static CpuSlot> {
 fn arm(cpu: u32) -> Result {
     let slot = slot(cpu).ok_or(code::EINVAL)?;
     if control::source() == Source::Pmu {
-        ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec())?;
+        let locked = CountersLocked::lock();
+        ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec(), &locked)?;
         slot.restored.store(false, Ordering::Relaxed);
         slot.armed.store(true, Ordering::Release);
         return Ok(());
@@ -89,7 +89,9 @@ fn disarm(cpu: u32) {
         return;
     }
     if control::source() == Source::Pmu {
-        if let Some(count) = ffi::stop_counter(cpu) {
+        // Folded under the counters' mutex: a reader sees the count live or folded, once.
+        let locked = CountersLocked::lock();
+        if let Some(count) = ffi::stop_counter(cpu, &locked) {
             stats::BUS_LOCKS.add(count);
         }
         slot.restored.store(true, Ordering::Relaxed);
@@ -177,15 +179,43 @@ fn cpus_where(test: fn(&CpuSlot) -> bool) -> impl Iterator<Item = u32> {
     (0..ffi::nr_cpu_ids()).filter(move |&cpu| slot(cpu).is_some_and(test))
 }
 
+/// How often, at most, a reader without `CAP_SYS_ADMIN` has the live counters read:
+/// others get the total as last read (docs/ABI/sysfs-kernel-amd_sld).
+const UNPRIVILEGED_REFRESH_MS: u64 = 1000;
+
+/// The total as last read from the live counters, and when (ms of `CLOCK_MONOTONIC`).
+static FOLDED: AtomicU64 = AtomicU64::new(0);
+static FOLDED_AT_MS: AtomicU64 = AtomicU64::new(0);
+
 /// Bus locks counted so far: the traps, or the released counters' counts plus the live
-/// counters' (exact, read from the hardware). Process context; may sleep. `module` is this
-/// module, whose parameter lock keeps the source from changing meanwhile.
-pub(crate) fn bus_locks(module: &'static ThisModule) -> u64 {
-    let param = ffi::ParamLock::lock(module);
-    let cpus = CpusReadLocked::lock();
-    let live = match control::source() {
-        Source::Pmu => ffi::read_counters(&cpus, &param),
-        Source::Bld => 0,
+/// counters'. Process context; may sleep. The live counters are read (an IPI to each CPU)
+/// for a reader with `CAP_SYS_ADMIN`, exact; for others at most once per
+/// [`UNPRIVILEGED_REFRESH_MS`] system-wide, and never waiting: meanwhile they get the last
+/// total read. No parameter lock and no CPU hotplug lock: the counters' mutex alone keeps
+/// the counters alive while they are read, so a reader can neither stall a failing load
+/// (which removes these files with the parameter lock held) nor read a counter that the
+/// unload is releasing.
+pub(crate) fn bus_locks() -> u64 {
+    // With the trap, every count is in BUS_LOCKS; a switch to the trap stops the counters
+    // (folding their counts) before the source says so.
+    if control::source() == Source::Bld {
+        return stats::BUS_LOCKS.get();
+    }
+    let now = ffi::now_ms();
+    let locked = if ffi::current_is_admin() {
+        Some(CountersLocked::lock())
+    } else if now.saturating_sub(FOLDED_AT_MS.load(Ordering::Relaxed)) >= UNPRIVILEGED_REFRESH_MS {
+        CountersLocked::try_lock()
+    } else {
+        None
     };
-    stats::BUS_LOCKS.get() + live
+    match locked {
+        Some(locked) => {
+            let total = stats::BUS_LOCKS.get() + ffi::read_counters(&locked);
+            FOLDED.fetch_max(total, Ordering::Relaxed);
+            FOLDED_AT_MS.store(now, Ordering::Relaxed);
+            total
+        }
+        None => FOLDED.load(Ordering::Relaxed).max(stats::BUS_LOCKS.get()),
+    }
 }

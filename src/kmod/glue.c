@@ -7,6 +7,7 @@
  */
 #include <linux/kdebug.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/perf_event.h>
 #include <linux/moduleparam.h>
 #include <linux/rcupdate.h>
@@ -84,6 +85,27 @@ int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns)
 {
 	set_current_state(TASK_KILLABLE | TASK_FREEZABLE);
 	return schedule_hrtimeout_range(&expires, slack_ns, HRTIMER_MODE_ABS);
+}
+
+/* The counters' mutex (src/kmod/ffi/perf.rs CountersLocked); mutex_lock() is a macro. */
+static DEFINE_MUTEX(amd_sld_counters_mutex);
+
+void amd_sld_counters_lock(void);
+void amd_sld_counters_lock(void)
+{
+	mutex_lock(&amd_sld_counters_mutex);
+}
+
+int amd_sld_counters_trylock(void);
+int amd_sld_counters_trylock(void)
+{
+	return mutex_trylock(&amd_sld_counters_mutex);
+}
+
+void amd_sld_counters_unlock(void);
+void amd_sld_counters_unlock(void)
+{
+	mutex_unlock(&amd_sld_counters_mutex);
 }
 
 /* A macro for synchronize_rcu() on kernels without CONFIG_TASKS_RCU. */

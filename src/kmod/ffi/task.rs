@@ -25,6 +25,18 @@ pub(crate) fn current_ids() -> (i32, i32) {
     (task.pid(), task.group_leader().pid())
 }
 
+/// Whether the current task has `CAP_SYS_ADMIN` in the initial user namespace. No audit
+/// record: a denial here only picks the cached value of a counter.
+pub(crate) fn current_is_admin() -> bool {
+    // SAFETY: `init_user_ns` is a static that lives forever; process context.
+    unsafe {
+        bindings::ns_capable_noaudit(
+            core::ptr::addr_of_mut!(bindings::init_user_ns),
+            bindings::CAP_SYS_ADMIN as c_int,
+        )
+    }
+}
+
 /// Sends the current task a SIGBUS that it cannot block or ignore (`force_sig()`).
 ///
 /// `force_sig_fault()`, which would set `si_code = BUS_ADRALN` as the kernel's own fatal
