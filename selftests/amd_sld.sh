@@ -792,6 +792,35 @@ aligned_operands_count_nothing() {
 	return 0
 }
 
+# Issue 13, item 3: with source=pmu amd_sld has armed no trap, so a bus-lock #DB belongs to
+# whoever armed DEBUGCTL[2] (here: the test, standing for a 6.13+ kernel that arms it): the
+# kernel's handle_bus_lock() must see each one, and bus_locks must count the PMU's only.
+kernel_trap_left_alone_with_the_pmu_source() {
+	tracing=/sys/kernel/tracing
+	[ -e $tracing/kprobe_events ] || mount -t tracefs nodev $tracing 2> /dev/null
+	[ -e $tracing/kprobe_events ] || skip "no kprobe events (CONFIG_KPROBE_EVENTS)"
+	echo 'p:amd_sld_test/handle_bus_lock handle_bus_lock' >> $tracing/kprobe_events ||
+		fail "cannot probe handle_bus_lock"
+	load source=pmu
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") | 4)) || fail "cannot set DEBUGCTL[2] on CPU $c"
+	done
+	echo 1 > $tracing/events/amd_sld_test/enable
+	"$BUSLOCK" -n 50 > /dev/null
+	status=$?
+	echo 0 > $tracing/events/amd_sld_test/enable
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") & ~4)) || fail "cannot clear DEBUGCTL[2] on CPU $c"
+	done
+	calls=$(awk '$1 == "handle_bus_lock" || $1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
+	echo '-:amd_sld_test/handle_bus_lock' >> $tracing/kprobe_events
+	[ $status -eq 0 ] || fail "buslock failed"
+	echo "kernel handle_bus_lock calls: $calls; amd_sld bus_locks: $(counter bus_locks)"
+	expect_eq "kernel handle_bus_lock calls for 50 traps amd_sld did not arm" "$calls" 50
+	expect_eq "bus_locks (the PMU's only)" "$(counter bus_locks)" 50
+	unload
+}
+
 # Function-call IPIs but TLB shootdowns (which x86 counts in CAL too: the reader's
 # processes come and go), all CPUs, from /proc/interrupts.
 call_ipis() {
@@ -859,7 +888,8 @@ pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded pmu_cpu_hotplug
 source_switches_at_runtime pmu_unload_under_load debugctl_rmw_preserves_other_bits
 incident_reproducer_caught_by_the_trap incident_reproducer_caught_by_the_pmu
 glibc_lll_lock_wait_private_named stress_ng_lockbus_counted_by_both_sources
-aligned_operands_count_nothing unprivileged_readers_send_no_ipis counter_readers_during_unload"
+aligned_operands_count_nothing kernel_trap_left_alone_with_the_pmu_source
+unprivileged_readers_send_no_ipis counter_readers_during_unload"
 CASES_zen4="refuses_bld_without_bus_lock_detect"
 CASES_zen5_nopmu="refuses_pmu_without_a_pmu"
 CASES_zen5_debugctl_ignored="arming_failure_is_all_or_nothing failed_loads_race_counter_readers"

@@ -62,14 +62,24 @@ fn arm(cpu: u32) -> Result {
         slot.armed.store(true, Ordering::Release);
         return Ok(());
     }
-    let update = hw::update_debugctl(cpu, |value| value | DEBUGCTL_BUS_LOCK_DETECT)
-        .inspect_err(|_| pr_err!("CPU {}: cannot access DEBUGCTL\n", cpu))?;
+    // Ours from before the bit is set: the first trap may follow at once.
+    control::set_trap_armed(cpu, true);
+    let update =
+        hw::update_debugctl(cpu, |value| value | DEBUGCTL_BUS_LOCK_DETECT).inspect_err(|_| {
+            control::set_trap_armed(cpu, false);
+            pr_err!("CPU {}: cannot access DEBUGCTL\n", cpu)
+        })?;
     let found_armed = update.before & DEBUGCTL_BUS_LOCK_DETECT != 0;
+    if found_armed {
+        // Someone else armed it: their traps, not ours.
+        control::set_trap_armed(cpu, false);
+    }
     if found_armed && control::phase() == Phase::Loading {
         pr_err!("{}\n", Refusal::AlreadyArmed { cpu });
         return Err(code::EBUSY);
     }
     if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 {
+        control::set_trap_armed(cpu, false);
         pr_err!(
             "CPU {}: DEBUGCTL ignored the write of bit 2 (read back {:#x})\n",
             cpu,
@@ -103,6 +113,7 @@ fn disarm(cpu: u32) {
     }
     match hw::update_debugctl(cpu, |value| value & !DEBUGCTL_BUS_LOCK_DETECT) {
         Ok(update) if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 => {
+            control::set_trap_armed(cpu, false);
             slot.restored.store(true, Ordering::Relaxed);
         }
         Ok(update) => pr_err!(
