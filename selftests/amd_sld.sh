@@ -474,6 +474,7 @@ pmu_counts_exactly_and_attributes() {
 	total=0
 	for x in a b c; do total=$((total + $(field events "$(cat /tmp/$x.out)"))); done
 	expect_eq "bus_locks (exact, from counter reads)" "$(counter bus_locks)" "$total"
+	expect_eq "uncounted_cpus (every tally counted all along)" "$(counter uncounted_cpus)" ""
 	cat $SYS/top > /tmp/top
 	sed 's/^/  /' /tmp/top
 	for x in a b c; do eval "pid_$x=\$(field pid \"\$(cat /tmp/$x.out)\")"; done

@@ -136,7 +136,7 @@ static SOURCE_PARAM: ffi::ParamHandlers =
 
 /// The files of `/sys/kernel/amd_sld/` (docs/ABI/sysfs-kernel-amd_sld), in this order.
 /// Counters are world-readable; the records name processes, root only.
-static FILES: [ffi::StatFile; 11] = [
+static FILES: [ffi::StatFile; 12] = [
     ffi::StatFile::new(c_str!("bus_locks"), 0o444, |out| {
         writeln!(out, "{}", arming::bus_locks())
     }),
@@ -158,6 +158,7 @@ static FILES: [ffi::StatFile; 11] = [
     ffi::StatFile::new(c_str!("source"), 0o444, |out| {
         writeln!(out, "{}", control::source().as_str())
     }),
+    ffi::StatFile::new(c_str!("uncounted_cpus"), 0o444, arming::show_uncounted_cpus),
 ];
 
 /// The die notifier: every user-mode #DB goes to the trap policy.

@@ -35,6 +35,8 @@ struct CpuSlot {
     /// The last disarm of this CPU put the bit back as found, and read it back so, or
     /// released its counter.
     restored: AtomicBool,
+    /// Its pinned PMU tally was once found not counting (see `tally_incomplete`).
+    uncounted: AtomicBool,
 }
 
 impl CpuSlot {
@@ -43,6 +45,7 @@ impl CpuSlot {
             armed: AtomicBool::new(false),
             found_armed: AtomicBool::new(false),
             restored: AtomicBool::new(false),
+            uncounted: AtomicBool::new(false),
         }
     }
 }
@@ -101,8 +104,11 @@ fn disarm(cpu: u32) {
     if control::source() == Source::Pmu {
         // Folded under the counters' mutex: a reader sees the count live or folded, once.
         let locked = CountersLocked::lock();
-        if let Some(count) = ffi::stop_counter(cpu, &locked) {
-            stats::BUS_LOCKS.add(count);
+        if let Some(read) = ffi::stop_counter(cpu, &locked) {
+            stats::BUS_LOCKS.add(read.count);
+            if !read.complete {
+                tally_incomplete(cpu);
+            }
         }
         slot.restored.store(true, Ordering::Relaxed);
         return;
@@ -190,6 +196,30 @@ fn cpus_where(test: fn(&CpuSlot) -> bool) -> impl Iterator<Item = u32> {
     (0..ffi::nr_cpu_ids()).filter(move |&cpu| slot(cpu).is_some_and(test))
 }
 
+/// Notes that `cpu`'s pinned tally did not count all the time it was enabled (error state:
+/// it lost its counter; or it was not always scheduled): `bus_locks` misses bus locks there.
+/// Logged once per CPU per load; shown by `uncounted_cpus`.
+fn tally_incomplete(cpu: u32) {
+    if let Some(slot) = slot(cpu) {
+        if !slot.uncounted.swap(true, Ordering::Relaxed) {
+            pr_warn!(
+                "CPU {}: the pinned bus-lock counter did not count all the time: bus_locks undercounts\n",
+                cpu
+            );
+        }
+    }
+}
+
+/// Writes the CPUs whose tally was found not counting, as a cpulist, and a newline: the
+/// `uncounted_cpus` file.
+pub(crate) fn show_uncounted_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
+    crate::cpulist::write(
+        out,
+        cpus_where(|slot| slot.uncounted.load(Ordering::Relaxed)),
+    )?;
+    out.write_char('\n')
+}
+
 /// How often, at most, a reader without `CAP_SYS_ADMIN` has the live counters read:
 /// others get the total as last read (docs/ABI/sysfs-kernel-amd_sld).
 const UNPRIVILEGED_REFRESH_MS: u64 = 1000;
@@ -222,7 +252,7 @@ pub(crate) fn bus_locks() -> u64 {
     };
     match locked {
         Some(locked) => {
-            let total = stats::BUS_LOCKS.get() + ffi::read_counters(&locked);
+            let total = stats::BUS_LOCKS.get() + ffi::read_counters(&locked, tally_incomplete);
             FOLDED.fetch_max(total, Ordering::Relaxed);
             FOLDED_AT_MS.store(now, Ordering::Relaxed);
             total

@@ -75,6 +75,13 @@ u64 amd_sld_perf_event_count(struct perf_event *event)
 	return local64_read(&event->count);
 }
 
+/* READ_ONCE() is a macro; struct perf_event is not in the bindings' surface. */
+int amd_sld_perf_event_state(struct perf_event *event);
+int amd_sld_perf_event_state(struct perf_event *event)
+{
+	return READ_ONCE(event->state);
+}
+
 /*
  * set_current_state() is a macro: sleep killably until an absolute CLOCK_MONOTONIC time.
  * TASK_FREEZABLE: the freezer (suspend, cgroup freezer) freezes the task in this sleep
@@ -127,6 +134,8 @@ static_assert(offsetof(struct perf_event_attr, read_format) == 32);
 static_assert(offsetof(struct perf_event_attr, wakeup_events) == 48);
 static_assert(offsetof(struct perf_sample_data, period) == 8);
 static_assert(PERF_TYPE_RAW == 4);
+static_assert(PERF_EVENT_STATE_INACTIVE == 0 && PERF_EVENT_STATE_ERROR < 0 &&
+	      PERF_EVENT_STATE_OFF < 0);
 static_assert(offsetof(struct die_args, regs) == 0);
 static_assert(offsetof(struct die_args, err) == 2 * sizeof(void *));
 static_assert(sizeof(((struct die_args *)0)->err) == sizeof(unsigned long));
