@@ -61,9 +61,10 @@ module! {
     license: "GPL",
 }
 
-/// Everything the module set up, torn down in field order: disarm every CPU, stop taking
-/// #DB, wait for throttled tasks, then remove the files.
+/// Everything the module set up, torn down in field order: leave the reboot chain, disarm
+/// every CPU, stop taking #DB, wait for throttled tasks, then remove the files.
 struct Running {
+    _reboot: ffi::RebootHook,
     _hotplug: ffi::CpuHotplug,
     _trap_hook: ffi::DebugTrapHook,
     _throttle_drain: ThrottleDrain,
@@ -105,6 +106,7 @@ impl kernel::Module for AmdSld {
                     error
                 }
             })?;
+        let reboot = ffi::RebootHook::register::<Shutdown>()?;
         control::start();
         pr_info!(
             "loaded: split_lock_detect={}, source={}, bus-lock detection armed on CPUs {}\n",
@@ -115,6 +117,7 @@ impl kernel::Module for AmdSld {
         Ok(AmdSld {
             module,
             running: Some(Running {
+                _reboot: reboot,
                 _hotplug: hotplug,
                 _trap_hook: trap_hook,
                 _throttle_drain: throttle_drain,
@@ -183,6 +186,36 @@ impl ffi::HotplugHandler for Arming {
     }
 }
 
+/// Before a reboot, halt, power-off or kexec: DEBUGCTL[2] survives a kexec into a kernel
+/// that knows nothing of it, so every CPU is disarmed now, for good (`Phase::Stopping`:
+/// parameter writes are refused and a CPU coming online is not armed).
+struct Shutdown;
+
+impl ffi::RebootHandler for Shutdown {
+    fn on_reboot() {
+        let _param_lock = ffi::ParamLock::lock(&THIS_MODULE);
+        if control::phase() != control::Phase::Running {
+            return;
+        }
+        control::stop();
+        let cpus = ffi::CpusReadLocked::lock();
+        arming::disarm_online(&cpus);
+        pr_info!(
+            "reboot: {} on CPUs {}\n",
+            released(),
+            CpuList(arming::restored_cpus)
+        );
+    }
+}
+
+/// What disarming did, for the log.
+fn released() -> &'static str {
+    match control::source() {
+        Source::Bld => "DEBUGCTL restored",
+        Source::Pmu => "PMU counters released",
+    }
+}
+
 /// Logs why amd_sld will not run and returns the matching error: `-ENODEV` where the
 /// machine lacks what is needed, `-EBUSY` where someone else owns it.
 fn refuse(refusal: Refusal) -> Error {
@@ -208,10 +241,7 @@ impl Drop for AmdSld {
             stats::KILLED.get(),
             stats::THROTTLED.get(),
             stats::THROTTLED_MS.get(),
-            match control::source() {
-                Source::Bld => "DEBUGCTL restored",
-                Source::Pmu => "PMU counters released",
-            },
+            released(),
             CpuList(arming::restored_cpus)
         );
     }

@@ -135,7 +135,8 @@ fn disarm(cpu: u32) {
 /// the load (and the kernel disarms the CPUs already done); later, a CPU that cannot be
 /// armed still comes online, unarmed, and `armed_cpus` shows it.
 pub(crate) fn on_cpu_online(cpu: u32) -> Result {
-    if !control::policy().arms_detection() {
+    // Stopping: unloading, or disarmed for a reboot or kexec; nothing is armed again.
+    if !control::policy().arms_detection() || control::phase() == Phase::Stopping {
         return Ok(());
     }
     match arm(cpu) {

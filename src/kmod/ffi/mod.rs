@@ -19,6 +19,7 @@ mod hotplug;
 mod msr;
 mod param;
 mod perf;
+mod reboot;
 mod sysfs;
 mod task;
 mod task_work;
@@ -35,6 +36,7 @@ pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, CountersLocked,
     NmiWork, PmuHandler, Sample,
 };
+pub(crate) use reboot::{RebootHandler, RebootHook};
 pub(crate) use sysfs::{StatFile, SysfsDir};
 pub(crate) use task::{
     current_comm, current_ids, current_is_admin, fatal_signal_pending, force_sigbus_current,
