@@ -873,6 +873,24 @@ counter_readers_during_unload() {
 	return 0
 }
 
+# Issue 13, item 12: without the module parameter the policy starts from the kernel's
+# split_lock_detect= boot option (scripts/vmtest --env "split_lock_detect=fatal"), or warn;
+# the module parameter overrides it.
+boot_option_is_the_default() {
+	boot=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^split_lock_detect=//p' | tail -n 1)
+	echo "split_lock_detect= on the kernel command line: '${boot}'"
+	load
+	expect_eq "policy without the module parameter" "$(cat $PARAM)" "${boot:-warn}"
+	if [ -n "$boot" ]; then
+		dmesg | grep -q "amd_sld: split_lock_detect=$boot from the kernel command line" ||
+			fail "the load does not say the policy came from the command line"
+	fi
+	unload
+	load split_lock_detect=ratelimit:7
+	expect_eq "policy with the module parameter" "$(cat $PARAM)" ratelimit:7
+	unload
+}
+
 # --- Cases by emulated machine (scripts/vmtest --machine)
 
 CASES_zen5="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
@@ -890,7 +908,7 @@ source_switches_at_runtime pmu_unload_under_load debugctl_rmw_preserves_other_bi
 incident_reproducer_caught_by_the_trap incident_reproducer_caught_by_the_pmu
 glibc_lll_lock_wait_private_named stress_ng_lockbus_counted_by_both_sources
 aligned_operands_count_nothing kernel_trap_left_alone_with_the_pmu_source
-unprivileged_readers_send_no_ipis counter_readers_during_unload"
+unprivileged_readers_send_no_ipis counter_readers_during_unload boot_option_is_the_default"
 CASES_zen4="refuses_bld_without_bus_lock_detect"
 CASES_zen5_nopmu="refuses_pmu_without_a_pmu"
 CASES_zen5_debugctl_ignored="arming_failure_is_all_or_nothing failed_loads_race_counter_readers"

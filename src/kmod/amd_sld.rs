@@ -92,6 +92,7 @@ impl kernel::Module for AmdSld {
         // that runs then may wait for this lock (the files' `show()`s do not take it).
         let _param_lock = ffi::ParamLock::lock(module);
         let source = control::choose_source().map_err(refuse)?;
+        params::start_from_boot_option();
         let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"), &FILES)?;
         let throttle_drain = ThrottleDrain;
         let trap_hook = ffi::DebugTrapHook::register::<Trap>()?;

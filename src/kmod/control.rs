@@ -31,6 +31,8 @@ static POLICY: AtomicU32 = AtomicU32::new(Policy::Warn.to_bits());
 static REQUESTED: AtomicU8 = AtomicU8::new(Requested::Auto.to_bits());
 /// The source in effect: `true` for the PMU.
 static SOURCE_IS_PMU: AtomicBool = AtomicBool::new(false);
+/// `split_lock_detect=` was given at insmod: it, not the boot option, is the policy.
+static POLICY_GIVEN: AtomicBool = AtomicBool::new(false);
 
 /// Per CPU: amd_sld set DEBUGCTL[2] there itself (not found set) and has not cleared it.
 /// Set before the bit, cleared after it: a bus-lock #DB on a CPU without it is someone
@@ -77,6 +79,16 @@ pub(crate) fn set_policy(policy: Policy) {
         THROTTLE.reset();
     }
     POLICY.store(policy.to_bits(), Ordering::Release);
+}
+
+/// Records that `split_lock_detect=` was given at insmod.
+pub(crate) fn set_policy_given() {
+    POLICY_GIVEN.store(true, Ordering::Relaxed);
+}
+
+/// Whether `split_lock_detect=` was given at insmod.
+pub(crate) fn policy_given() -> bool {
+    POLICY_GIVEN.load(Ordering::Relaxed)
 }
 
 /// Records whether this module's trap is armed on `cpu` (see [`TRAP_ARMED`]).

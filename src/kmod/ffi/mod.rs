@@ -13,6 +13,7 @@ use kernel::bindings;
 use kernel::error::Result;
 use kernel::ffi::c_int;
 
+mod cmdline;
 mod cpu;
 mod die;
 mod hotplug;
@@ -25,6 +26,7 @@ mod task;
 mod task_work;
 mod time;
 
+pub(crate) use cmdline::read_boot_command_line;
 pub(crate) use cpu::{
     boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked, KERNEL_ARMS_AMD_BUS_LOCK,
 };
