@@ -474,6 +474,7 @@ pmu_counts_exactly_and_attributes() {
 	total=0
 	for x in a b c; do total=$((total + $(field events "$(cat /tmp/$x.out)"))); done
 	expect_eq "bus_locks (exact, from counter reads)" "$(counter bus_locks)" "$total"
+	expect_eq "uncounted_cpus (every tally counted all along)" "$(counter uncounted_cpus)" ""
 	cat $SYS/top > /tmp/top
 	sed 's/^/  /' /tmp/top
 	for x in a b c; do eval "pid_$x=\$(field pid \"\$(cat /tmp/$x.out)\")"; done
@@ -614,6 +615,39 @@ debugctl_rmw_preserves_other_bits() {
 }
 
 # --- The emulated CPU's fault cases (scripts/vmtest --machine)
+
+# Issue 13, item 1: every load fails after /sys/kernel/amd_sld exists (DEBUGCTL ignores
+# the write: EIO); readers of bus_locks meanwhile must not hang the failed insmod.
+failed_loads_race_counter_readers() { # zen5-debugctl-ignored
+	rm -f /tmp/loads.done
+	echo 0 > /tmp/loads.count
+	for r in 1 2 3; do
+		(while :; do cat $SYS/bus_locks > /dev/null 2>&1; done) &
+		readers="$readers $!"
+	done
+	(i=0; while [ $i -lt 200 ]; do
+		insmod "$KO" 2> /dev/null && rmmod amd_sld
+		i=$((i + 1))
+		echo $i > /tmp/loads.count
+	done; echo $i > /tmp/loads.done) &
+	# A hang shows as no progress: fail after 60 s without a load finishing.
+	waited=0 stalled=0 last=0
+	while [ ! -e /tmp/loads.done ] && [ $stalled -lt 60 ]; do
+		sleep 1
+		waited=$((waited + 1))
+		count=$(cat /tmp/loads.count)
+		if [ "$count" = "$last" ]; then stalled=$((stalled + 1)); else stalled=0 last=$count; fi
+	done
+	kill $readers 2> /dev/null
+	if [ ! -e /tmp/loads.done ]; then
+		grep -l 'State:.*D' /proc/[0-9]*/status 2> /dev/null | while read -r f; do
+			echo "D state: $(sed -n 's/^Name:\t//p' "$f")"
+		done
+		fail "no failed load finished for 60 s after $last of 200: insmod hung"
+	fi
+	echo "200 failed loads in ${waited} s"
+	[ ! -e /sys/module/amd_sld ] || fail "module half-loaded"
+}
 
 arming_failure_is_all_or_nothing() { # zen5-debugctl-ignored: DEBUGCTL reads back 0
 	if insmod "$KO" 2> /tmp/insmod.err; then
@@ -757,6 +791,104 @@ aligned_operands_count_nothing() {
 	return 0
 }
 
+# Issue 13, item 3: with source=pmu amd_sld has armed no trap, so a bus-lock #DB belongs to
+# whoever armed DEBUGCTL[2] (here: the test, standing for a 6.13+ kernel that arms it): the
+# kernel's handle_bus_lock() must see each one, and bus_locks must count the PMU's only.
+kernel_trap_left_alone_with_the_pmu_source() {
+	tracing=/sys/kernel/tracing
+	[ -e $tracing/kprobe_events ] || mount -t tracefs nodev $tracing 2> /dev/null
+	[ -e $tracing/kprobe_events ] || skip "no kprobe events (CONFIG_KPROBE_EVENTS)"
+	echo 'p:amd_sld_test/handle_bus_lock handle_bus_lock' >> $tracing/kprobe_events ||
+		fail "cannot probe handle_bus_lock"
+	load source=pmu
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") | 4)) || fail "cannot set DEBUGCTL[2] on CPU $c"
+	done
+	echo 1 > $tracing/events/amd_sld_test/enable
+	"$BUSLOCK" -n 50 > /dev/null
+	status=$?
+	echo 0 > $tracing/events/amd_sld_test/enable
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") & ~4)) || fail "cannot clear DEBUGCTL[2] on CPU $c"
+	done
+	calls=$(awk '$1 == "handle_bus_lock" || $1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
+	echo '-:amd_sld_test/handle_bus_lock' >> $tracing/kprobe_events
+	[ $status -eq 0 ] || fail "buslock failed"
+	echo "kernel handle_bus_lock calls: $calls; amd_sld bus_locks: $(counter bus_locks)"
+	expect_eq "kernel handle_bus_lock calls for 50 traps amd_sld did not arm" "$calls" 50
+	expect_eq "bus_locks (the PMU's only)" "$(counter bus_locks)" 50
+	unload
+}
+
+# Function-call IPIs but TLB shootdowns (which x86 counts in CAL too: the reader's
+# processes come and go), all CPUs, from /proc/interrupts.
+call_ipis() {
+	awk '$1 == "CAL:" || $1 == "TLB:" {
+		s = 0; for (i = 2; i <= NF; i++) if ($i ~ /^[0-9]+$/) s += $i
+		if ($1 == "CAL:") cal = s; else tlb = s
+	} END { print cal - tlb }' /proc/interrupts
+}
+
+# Issue 13, item 7: reading the world-readable bus_locks must not let any user make every
+# CPU take an IPI per read (docs/ABI: unprivileged readers see a value up to 1 s old).
+unprivileged_readers_send_no_ipis() {
+	load source=pmu
+	"$BUSLOCK" -n 10 > /dev/null || fail "buslock failed"
+	# The control: the same 200 processes reading a plain counter. Processes coming and
+	# going make IPIs of their own.
+	before=$(call_ipis)
+	as_nobody "i=0; while [ \$i -lt 200 ]; do cat $SYS/warned > /dev/null || exit 1; i=\$((i + 1)); done" ||
+		fail "an unprivileged reader cannot read warned"
+	control=$(($(call_ipis) - before))
+	before=$(call_ipis)
+	as_nobody "i=0; while [ \$i -lt 200 ]; do cat $SYS/bus_locks > /dev/null || exit 1; i=\$((i + 1)); done" ||
+		fail "an unprivileged reader cannot read bus_locks"
+	ipis=$(($(call_ipis) - before))
+	echo "function-call IPIs during 200 unprivileged reads: bus_locks $ipis, warned (control) $control"
+	[ $((ipis - control)) -lt 100 ] || fail "unprivileged reads of bus_locks made $((ipis - control)) IPIs more than the control"
+	expect_eq "bus_locks (root: exact)" "$(counter bus_locks)" 10
+	sleep 2
+	expect_eq "bus_locks (unprivileged, after the staleness bound)" "$(as_nobody cat $SYS/bus_locks)" 10
+	unload
+}
+
+# Issue 13, item 2: readers of bus_locks while the PMU counters are released at unload.
+counter_readers_during_unload() {
+	for r in 1 2 3; do
+		(while :; do cat $SYS/bus_locks > /dev/null 2>&1; done) &
+		readers="$readers $!"
+	done
+	n=0
+	while [ $n -lt 20 ]; do
+		insmod "$KO" source=pmu || { kill $readers; fail "insmod failed"; }
+		"$BUSLOCK" -n 5 > /dev/null
+		rmmod amd_sld || { kill $readers; fail "rmmod failed"; }
+		n=$((n + 1))
+	done
+	kill $readers
+	wait 2> /dev/null
+	dmesg | grep -E "BUG:|Oops|KASAN|general protection" && fail "the kernel reported a fault"
+	return 0
+}
+
+# Issue 13, item 12: without the module parameter the policy starts from the kernel's
+# split_lock_detect= boot option (scripts/vmtest --env "split_lock_detect=fatal"), or warn;
+# the module parameter overrides it.
+boot_option_is_the_default() {
+	boot=$(tr ' ' '\n' < /proc/cmdline | sed -n 's/^split_lock_detect=//p' | tail -n 1)
+	echo "split_lock_detect= on the kernel command line: '${boot}'"
+	load
+	expect_eq "policy without the module parameter" "$(cat $PARAM)" "${boot:-warn}"
+	if [ -n "$boot" ]; then
+		dmesg | grep -q "amd_sld: split_lock_detect=$boot from the kernel command line" ||
+			fail "the load does not say the policy came from the command line"
+	fi
+	unload
+	load split_lock_detect=ratelimit:7
+	expect_eq "policy with the module parameter" "$(cat $PARAM)" ratelimit:7
+	unload
+}
+
 # --- Cases by emulated machine (scripts/vmtest --machine)
 
 CASES_zen5="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
@@ -773,10 +905,11 @@ pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded pmu_cpu_hotplug
 source_switches_at_runtime pmu_unload_under_load debugctl_rmw_preserves_other_bits
 incident_reproducer_caught_by_the_trap incident_reproducer_caught_by_the_pmu
 glibc_lll_lock_wait_private_named stress_ng_lockbus_counted_by_both_sources
-aligned_operands_count_nothing"
+aligned_operands_count_nothing kernel_trap_left_alone_with_the_pmu_source
+unprivileged_readers_send_no_ipis counter_readers_during_unload boot_option_is_the_default"
 CASES_zen4="refuses_bld_without_bus_lock_detect"
 CASES_zen5_nopmu="refuses_pmu_without_a_pmu"
-CASES_zen5_debugctl_ignored="arming_failure_is_all_or_nothing"
+CASES_zen5_debugctl_ignored="arming_failure_is_all_or_nothing failed_loads_race_counter_readers"
 CASES_bare="refuses_without_trap_or_pmu"
 
 machine=$(echo "${AMD_SLD_MACHINE:-zen5}" | tr -- - _)

@@ -61,9 +61,10 @@ module! {
     license: "GPL",
 }
 
-/// Everything the module set up, torn down in field order: disarm every CPU, stop taking
-/// #DB, wait for throttled tasks, then remove the files.
+/// Everything the module set up, torn down in field order: leave the reboot chain, disarm
+/// every CPU, stop taking #DB, wait for throttled tasks, then remove the files.
 struct Running {
+    _reboot: ffi::RebootHook,
     _hotplug: ffi::CpuHotplug,
     _trap_hook: ffi::DebugTrapHook,
     _throttle_drain: ThrottleDrain,
@@ -87,8 +88,11 @@ struct AmdSld {
 
 impl kernel::Module for AmdSld {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // Held until `init` returns, also while an error drops what was set up: nothing
+        // that runs then may wait for this lock (the files' `show()`s do not take it).
         let _param_lock = ffi::ParamLock::lock(module);
         let source = control::choose_source().map_err(refuse)?;
+        params::start_from_boot_option();
         let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"), &FILES)?;
         let throttle_drain = ThrottleDrain;
         let trap_hook = ffi::DebugTrapHook::register::<Trap>()?;
@@ -103,6 +107,7 @@ impl kernel::Module for AmdSld {
                     error
                 }
             })?;
+        let reboot = ffi::RebootHook::register::<Shutdown>()?;
         control::start();
         pr_info!(
             "loaded: split_lock_detect={}, source={}, bus-lock detection armed on CPUs {}\n",
@@ -113,6 +118,7 @@ impl kernel::Module for AmdSld {
         Ok(AmdSld {
             module,
             running: Some(Running {
+                _reboot: reboot,
                 _hotplug: hotplug,
                 _trap_hook: trap_hook,
                 _throttle_drain: throttle_drain,
@@ -134,9 +140,9 @@ static SOURCE_PARAM: ffi::ParamHandlers =
 
 /// The files of `/sys/kernel/amd_sld/` (docs/ABI/sysfs-kernel-amd_sld), in this order.
 /// Counters are world-readable; the records name processes, root only.
-static FILES: [ffi::StatFile; 11] = [
+static FILES: [ffi::StatFile; 12] = [
     ffi::StatFile::new(c_str!("bus_locks"), 0o444, |out| {
-        writeln!(out, "{}", arming::bus_locks(&THIS_MODULE))
+        writeln!(out, "{}", arming::bus_locks())
     }),
     ffi::StatFile::new(c_str!("warned"), 0o444, |out| stats::WARNED.show(out)),
     ffi::StatFile::new(c_str!("killed"), 0o444, |out| stats::KILLED.show(out)),
@@ -156,6 +162,7 @@ static FILES: [ffi::StatFile; 11] = [
     ffi::StatFile::new(c_str!("source"), 0o444, |out| {
         writeln!(out, "{}", control::source().as_str())
     }),
+    ffi::StatFile::new(c_str!("uncounted_cpus"), 0o444, arming::show_uncounted_cpus),
 ];
 
 /// The die notifier: every user-mode #DB goes to the trap policy.
@@ -177,6 +184,36 @@ impl ffi::HotplugHandler for Arming {
 
     fn offline(cpu: u32) {
         arming::on_cpu_offline(cpu);
+    }
+}
+
+/// Before a reboot, halt, power-off or kexec: DEBUGCTL[2] survives a kexec into a kernel
+/// that knows nothing of it, so every CPU is disarmed now, for good (`Phase::Stopping`:
+/// parameter writes are refused and a CPU coming online is not armed).
+struct Shutdown;
+
+impl ffi::RebootHandler for Shutdown {
+    fn on_reboot() {
+        let _param_lock = ffi::ParamLock::lock(&THIS_MODULE);
+        if control::phase() != control::Phase::Running {
+            return;
+        }
+        control::stop();
+        let cpus = ffi::CpusReadLocked::lock();
+        arming::disarm_online(&cpus);
+        pr_info!(
+            "reboot: {} on CPUs {}\n",
+            released(),
+            CpuList(arming::restored_cpus)
+        );
+    }
+}
+
+/// What disarming did, for the log.
+fn released() -> &'static str {
+    match control::source() {
+        Source::Bld => "DEBUGCTL restored",
+        Source::Pmu => "PMU counters released",
     }
 }
 
@@ -205,10 +242,7 @@ impl Drop for AmdSld {
             stats::KILLED.get(),
             stats::THROTTLED.get(),
             stats::THROTTLED_MS.get(),
-            match control::source() {
-                Source::Bld => "DEBUGCTL restored",
-                Source::Pmu => "PMU counters released",
-            },
+            released(),
             CpuList(arming::restored_cpus)
         );
     }

@@ -9,16 +9,15 @@
 //! is never written by two threads at once.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::bindings;
 use kernel::error::{code, Result};
 use kernel::prelude::*;
-use kernel::ThisModule;
 
 use crate::capability::Refusal;
 use crate::control::{self, Phase};
-use crate::ffi::{self, CpusReadLocked};
+use crate::ffi::{self, CountersLocked, CpusReadLocked};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::record::Source;
@@ -36,6 +35,8 @@ struct CpuSlot {
     /// The last disarm of this CPU put the bit back as found, and read it back so, or
     /// released its counter.
     restored: AtomicBool,
+    /// Its pinned PMU tally was once found not counting (see `tally_incomplete`).
+    uncounted: AtomicBool,
 }
 
 impl CpuSlot {
@@ -44,6 +45,7 @@ impl CpuSlot {
             armed: AtomicBool::new(false),
             found_armed: AtomicBool::new(false),
             restored: AtomicBool::new(false),
+            uncounted: AtomicBool::new(false),
         }
     }
 }
@@ -57,19 +59,30 @@ fn slot(cpu: u32) -> Option<&'static CpuSlot> {
 fn arm(cpu: u32) -> Result {
     let slot = slot(cpu).ok_or(code::EINVAL)?;
     if control::source() == Source::Pmu {
-        ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec())?;
+        let locked = CountersLocked::lock();
+        ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec(), &locked)?;
         slot.restored.store(false, Ordering::Relaxed);
         slot.armed.store(true, Ordering::Release);
         return Ok(());
     }
-    let update = hw::update_debugctl(cpu, |value| value | DEBUGCTL_BUS_LOCK_DETECT)
-        .inspect_err(|_| pr_err!("CPU {}: cannot access DEBUGCTL\n", cpu))?;
+    // Ours from before the bit is set: the first trap may follow at once.
+    control::set_trap_armed(cpu, true);
+    let update =
+        hw::update_debugctl(cpu, |value| value | DEBUGCTL_BUS_LOCK_DETECT).inspect_err(|_| {
+            control::set_trap_armed(cpu, false);
+            pr_err!("CPU {}: cannot access DEBUGCTL\n", cpu)
+        })?;
     let found_armed = update.before & DEBUGCTL_BUS_LOCK_DETECT != 0;
+    if found_armed {
+        // Someone else armed it: their traps, not ours.
+        control::set_trap_armed(cpu, false);
+    }
     if found_armed && control::phase() == Phase::Loading {
         pr_err!("{}\n", Refusal::AlreadyArmed { cpu });
         return Err(code::EBUSY);
     }
     if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 {
+        control::set_trap_armed(cpu, false);
         pr_err!(
             "CPU {}: DEBUGCTL ignored the write of bit 2 (read back {:#x})\n",
             cpu,
@@ -89,8 +102,13 @@ fn disarm(cpu: u32) {
         return;
     }
     if control::source() == Source::Pmu {
-        if let Some(count) = ffi::stop_counter(cpu) {
-            stats::BUS_LOCKS.add(count);
+        // Folded under the counters' mutex: a reader sees the count live or folded, once.
+        let locked = CountersLocked::lock();
+        if let Some(read) = ffi::stop_counter(cpu, &locked) {
+            stats::BUS_LOCKS.add(read.count);
+            if !read.complete {
+                tally_incomplete(cpu);
+            }
         }
         slot.restored.store(true, Ordering::Relaxed);
         return;
@@ -101,6 +119,7 @@ fn disarm(cpu: u32) {
     }
     match hw::update_debugctl(cpu, |value| value & !DEBUGCTL_BUS_LOCK_DETECT) {
         Ok(update) if update.after & DEBUGCTL_BUS_LOCK_DETECT == 0 => {
+            control::set_trap_armed(cpu, false);
             slot.restored.store(true, Ordering::Relaxed);
         }
         Ok(update) => pr_err!(
@@ -116,7 +135,8 @@ fn disarm(cpu: u32) {
 /// the load (and the kernel disarms the CPUs already done); later, a CPU that cannot be
 /// armed still comes online, unarmed, and `armed_cpus` shows it.
 pub(crate) fn on_cpu_online(cpu: u32) -> Result {
-    if !control::policy().arms_detection() {
+    // Stopping: unloading, or disarmed for a reboot or kexec; nothing is armed again.
+    if !control::policy().arms_detection() || control::phase() == Phase::Stopping {
         return Ok(());
     }
     match arm(cpu) {
@@ -177,15 +197,67 @@ fn cpus_where(test: fn(&CpuSlot) -> bool) -> impl Iterator<Item = u32> {
     (0..ffi::nr_cpu_ids()).filter(move |&cpu| slot(cpu).is_some_and(test))
 }
 
+/// Notes that `cpu`'s pinned tally did not count all the time it was enabled (error state:
+/// it lost its counter; or it was not always scheduled): `bus_locks` misses bus locks there.
+/// Logged once per CPU per load; shown by `uncounted_cpus`.
+fn tally_incomplete(cpu: u32) {
+    if let Some(slot) = slot(cpu) {
+        if !slot.uncounted.swap(true, Ordering::Relaxed) {
+            pr_warn!(
+                "CPU {}: the pinned bus-lock counter did not count all the time: bus_locks undercounts\n",
+                cpu
+            );
+        }
+    }
+}
+
+/// Writes the CPUs whose tally was found not counting, as a cpulist, and a newline: the
+/// `uncounted_cpus` file.
+pub(crate) fn show_uncounted_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
+    crate::cpulist::write(
+        out,
+        cpus_where(|slot| slot.uncounted.load(Ordering::Relaxed)),
+    )?;
+    out.write_char('\n')
+}
+
+/// How often, at most, a reader without `CAP_SYS_ADMIN` has the live counters read:
+/// others get the total as last read (docs/ABI/sysfs-kernel-amd_sld).
+const UNPRIVILEGED_REFRESH_MS: u64 = 1000;
+
+/// The total as last read from the live counters, and when (ms of `CLOCK_MONOTONIC`).
+static FOLDED: AtomicU64 = AtomicU64::new(0);
+static FOLDED_AT_MS: AtomicU64 = AtomicU64::new(0);
+
 /// Bus locks counted so far: the traps, or the released counters' counts plus the live
-/// counters' (exact, read from the hardware). Process context; may sleep. `module` is this
-/// module, whose parameter lock keeps the source from changing meanwhile.
-pub(crate) fn bus_locks(module: &'static ThisModule) -> u64 {
-    let param = ffi::ParamLock::lock(module);
-    let cpus = CpusReadLocked::lock();
-    let live = match control::source() {
-        Source::Pmu => ffi::read_counters(&cpus, &param),
-        Source::Bld => 0,
+/// counters'. Process context; may sleep. The live counters are read (an IPI to each CPU)
+/// for a reader with `CAP_SYS_ADMIN`, exact; for others at most once per
+/// [`UNPRIVILEGED_REFRESH_MS`] system-wide, and never waiting: meanwhile they get the last
+/// total read. No parameter lock and no CPU hotplug lock: the counters' mutex alone keeps
+/// the counters alive while they are read, so a reader can neither stall a failing load
+/// (which removes these files with the parameter lock held) nor read a counter that the
+/// unload is releasing.
+pub(crate) fn bus_locks() -> u64 {
+    // With the trap, every count is in BUS_LOCKS; a switch to the trap stops the counters
+    // (folding their counts) before the source says so.
+    if control::source() == Source::Bld {
+        return stats::BUS_LOCKS.get();
+    }
+    let now = ffi::now_ms();
+    let locked = if ffi::current_is_admin() {
+        Some(CountersLocked::lock())
+    } else if now.saturating_sub(FOLDED_AT_MS.load(Ordering::Relaxed)) >= UNPRIVILEGED_REFRESH_MS {
+        CountersLocked::try_lock()
+    } else {
+        None
     };
-    stats::BUS_LOCKS.get() + live
+    match locked {
+        Some(locked) => {
+            let total = stats::BUS_LOCKS.get() + ffi::read_counters(&locked, tally_incomplete);
+            FOLDED.fetch_max(total, Ordering::Relaxed);
+            FOLDED_AT_MS.store(now, Ordering::Relaxed);
+            total
+        }
+        None => FOLDED.load(Ordering::Relaxed).max(stats::BUS_LOCKS.get()),
+    }
 }

@@ -7,6 +7,8 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
+use kernel::bindings;
+
 use crate::capability::{self, Requested};
 use crate::policy::Policy;
 use crate::ratelimit::Pacer;
@@ -29,6 +31,14 @@ static POLICY: AtomicU32 = AtomicU32::new(Policy::Warn.to_bits());
 static REQUESTED: AtomicU8 = AtomicU8::new(Requested::Auto.to_bits());
 /// The source in effect: `true` for the PMU.
 static SOURCE_IS_PMU: AtomicBool = AtomicBool::new(false);
+/// `split_lock_detect=` was given at insmod: it, not the boot option, is the policy.
+static POLICY_GIVEN: AtomicBool = AtomicBool::new(false);
+
+/// Per CPU: amd_sld set DEBUGCTL[2] there itself (not found set) and has not cleared it.
+/// Set before the bit, cleared after it: a bus-lock #DB on a CPU without it is someone
+/// else's (the kernel's own, on 6.13+), and the die notifier leaves it alone.
+static TRAP_ARMED: [AtomicBool; bindings::CONFIG_NR_CPUS as usize] =
+    [const { AtomicBool::new(false) }; bindings::CONFIG_NR_CPUS as usize];
 
 /// The system-wide budget of `ratelimit:N`, N bus locks per second, shared by both sources:
 /// the kernel's `bld_ratelimit` budget, paced instead of windowed (docs/design.md).
@@ -69,6 +79,30 @@ pub(crate) fn set_policy(policy: Policy) {
         THROTTLE.reset();
     }
     POLICY.store(policy.to_bits(), Ordering::Release);
+}
+
+/// Records that `split_lock_detect=` was given at insmod.
+pub(crate) fn set_policy_given() {
+    POLICY_GIVEN.store(true, Ordering::Relaxed);
+}
+
+/// Whether `split_lock_detect=` was given at insmod.
+pub(crate) fn policy_given() -> bool {
+    POLICY_GIVEN.load(Ordering::Relaxed)
+}
+
+/// Records whether this module's trap is armed on `cpu` (see [`TRAP_ARMED`]).
+pub(crate) fn set_trap_armed(cpu: u32, armed: bool) {
+    if let Some(flag) = TRAP_ARMED.get(cpu as usize) {
+        flag.store(armed, Ordering::Release);
+    }
+}
+
+/// Whether this module armed the Bus Lock Detect trap on `cpu`; any context.
+pub(crate) fn trap_armed(cpu: u32) -> bool {
+    TRAP_ARMED
+        .get(cpu as usize)
+        .is_some_and(|flag| flag.load(Ordering::Acquire))
 }
 
 /// The source in effect; readable from any context.

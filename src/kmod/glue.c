@@ -7,6 +7,7 @@
  */
 #include <linux/kdebug.h>
 #include <linux/module.h>
+#include <linux/mutex.h>
 #include <linux/perf_event.h>
 #include <linux/moduleparam.h>
 #include <linux/rcupdate.h>
@@ -74,12 +75,44 @@ u64 amd_sld_perf_event_count(struct perf_event *event)
 	return local64_read(&event->count);
 }
 
-/* set_current_state() is a macro: sleep killably until an absolute CLOCK_MONOTONIC time. */
+/* READ_ONCE() is a macro; struct perf_event is not in the bindings' surface. */
+int amd_sld_perf_event_state(struct perf_event *event);
+int amd_sld_perf_event_state(struct perf_event *event)
+{
+	return READ_ONCE(event->state);
+}
+
+/*
+ * set_current_state() is a macro: sleep killably until an absolute CLOCK_MONOTONIC time.
+ * TASK_FREEZABLE: the freezer (suspend, cgroup freezer) freezes the task in this sleep
+ * rather than waiting for it (kernel/freezer.c __set_task_frozen()); no lock is held here.
+ */
 int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns);
 int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns)
 {
-	set_current_state(TASK_KILLABLE);
+	set_current_state(TASK_KILLABLE | TASK_FREEZABLE);
 	return schedule_hrtimeout_range(&expires, slack_ns, HRTIMER_MODE_ABS);
+}
+
+/* The counters' mutex (src/kmod/ffi/perf.rs CountersLocked); mutex_lock() is a macro. */
+static DEFINE_MUTEX(amd_sld_counters_mutex);
+
+void amd_sld_counters_lock(void);
+void amd_sld_counters_lock(void)
+{
+	mutex_lock(&amd_sld_counters_mutex);
+}
+
+int amd_sld_counters_trylock(void);
+int amd_sld_counters_trylock(void)
+{
+	return mutex_trylock(&amd_sld_counters_mutex);
+}
+
+void amd_sld_counters_unlock(void);
+void amd_sld_counters_unlock(void)
+{
+	mutex_unlock(&amd_sld_counters_mutex);
 }
 
 /* A macro for synchronize_rcu() on kernels without CONFIG_TASKS_RCU. */
@@ -101,6 +134,8 @@ static_assert(offsetof(struct perf_event_attr, read_format) == 32);
 static_assert(offsetof(struct perf_event_attr, wakeup_events) == 48);
 static_assert(offsetof(struct perf_sample_data, period) == 8);
 static_assert(PERF_TYPE_RAW == 4);
+static_assert(PERF_EVENT_STATE_INACTIVE == 0 && PERF_EVENT_STATE_ERROR < 0 &&
+	      PERF_EVENT_STATE_OFF < 0);
 static_assert(offsetof(struct die_args, regs) == 0);
 static_assert(offsetof(struct die_args, err) == 2 * sizeof(void *));
 static_assert(sizeof(((struct die_args *)0)->err) == sizeof(unsigned long));

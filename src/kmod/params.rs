@@ -7,6 +7,7 @@
 
 use core::fmt::{self, Write};
 
+use kernel::alloc::{flags, KVec};
 use kernel::error::{code, Result};
 use kernel::prelude::*;
 
@@ -14,7 +15,7 @@ use crate::arming;
 use crate::capability::{self, Requested};
 use crate::control::{self, Phase};
 use crate::escape::Escaped;
-use crate::ffi::CpusReadLocked;
+use crate::ffi::{self, CpusReadLocked};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::policy::Policy;
@@ -33,7 +34,13 @@ pub(crate) fn store(input: &[u8]) -> Result {
         );
         code::EINVAL
     })?;
-    by_phase(|| control::set_policy(new), || apply(new))
+    by_phase(
+        || {
+            control::set_policy(new);
+            control::set_policy_given();
+        },
+        || apply(new),
+    )
 }
 
 /// Takes a valid write as the phase allows: at insmod `record`s it for `init` to act on,
@@ -64,6 +71,54 @@ fn apply(new: Policy) -> Result {
     }
     pr_info!("split_lock_detect: {} -> {}\n", old, new);
     Ok(())
+}
+
+/// At load, before anything is armed: without `split_lock_detect=` at insmod, the policy
+/// starts from the kernel's own `split_lock_detect=` boot option, as the kernel would have
+/// applied it, rather than from `warn`. Logs where the policy came from.
+pub(crate) fn start_from_boot_option() {
+    if control::policy_given() {
+        pr_info!(
+            "split_lock_detect={} from the module parameter\n",
+            control::policy()
+        );
+        return;
+    }
+    // COMMAND_LINE_SIZE is 2048 on x86; bootconfig can add to the line /proc shows.
+    let Ok(mut line) = KVec::from_elem(0u8, 4096, flags::GFP_KERNEL) else {
+        pr_warn!("no memory to read the kernel command line: split_lock_detect=warn\n");
+        return;
+    };
+    let len = match ffi::read_boot_command_line(&mut line) {
+        Ok(len) => len,
+        Err(error) => {
+            pr_warn!(
+                "cannot read /proc/cmdline ({:?}): split_lock_detect={}\n",
+                error,
+                control::policy()
+            );
+            return;
+        }
+    };
+    let Some(value) = line.get(..len).and_then(Policy::boot_option) else {
+        pr_info!("split_lock_detect={} (default)\n", control::policy());
+        return;
+    };
+    match Policy::parse(value) {
+        Ok(policy) => {
+            control::set_policy(policy);
+            pr_info!(
+                "split_lock_detect={} from the kernel command line\n",
+                policy
+            );
+        }
+        Err(error) => pr_warn!(
+            "kernel command line split_lock_detect={} ignored ({}): split_lock_detect={}\n",
+            Escaped(value),
+            error,
+            control::policy()
+        ),
+    }
 }
 
 /// Writes the canonical form of the policy in force, and a newline.

@@ -31,9 +31,14 @@ pub(crate) struct Sighting {
 }
 
 /// Records `sighting`, attributed to the current task, with what was done about it.
+/// PMU sightings come from the overflow NMI, where the task lock cannot be taken; traps from
+/// the #DB notifier, where it can.
 pub(crate) fn record_current(sighting: &Sighting, action: Action) {
     let (tid, pid) = ffi::current_ids();
-    let comm = Comm::new(&ffi::current_comm());
+    let comm = Comm::new(&match sighting.source {
+        Source::Bld => ffi::current_comm(),
+        Source::Pmu => ffi::current_comm_in_nmi(),
+    });
     let ms = ffi::now_ms();
     EVENTS.push(&Event {
         seq: 0,

@@ -83,7 +83,10 @@ fn on_sample(sample: &Sample) {
     if sample.guest {
         stats::GUEST_BUS_LOCKS.add(sample.count);
     }
-    let wanted = match control::policy() {
+    // Read once: the action and the booking must follow the same policy, even across a
+    // switch that lands meanwhile.
+    let policy = control::policy();
+    let wanted = match policy {
         Policy::Off => Action::None,
         Policy::Warn => Action::Warn,
         Policy::Fatal => Action::Kill,
@@ -94,12 +97,11 @@ fn on_sample(sample: &Sample) {
     let actionable = !sample.kernel_thread && (sample.user_mode || sample.guest);
     let mut action = Action::None;
     if actionable && wanted != Action::None {
-        let until_us = match control::policy() {
-            Policy::Ratelimit(rate) => {
-                THROTTLE.book(ffi::now_us(), sample.count, rate.per_second())
-            }
-            _ => 0,
+        let rate = match policy {
+            Policy::Ratelimit(rate) => Some(rate.per_second()),
+            _ => None,
         };
+        let until_us = rate.map_or(0, |rate| THROTTLE.book(ffi::now_us(), sample.count, rate));
         let work = Deferred {
             count: sample.count,
             action: wanted,
@@ -109,6 +111,9 @@ fn on_sample(sample: &Sample) {
         };
         if ffi::defer_from_nmi::<Pmu>(&work.to_work()).is_ok() {
             action = wanted;
+        } else if let Some(rate) = rate {
+            // No slot free, or the task is exiting: nobody sleeps for this booking.
+            THROTTLE.refund(sample.count, rate);
         }
     }
     let sighting = Sighting {

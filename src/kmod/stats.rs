@@ -51,5 +51,6 @@ pub(crate) static KILLED: Counter = Counter::new();
 pub(crate) static THROTTLED: Counter = Counter::new();
 /// Milliseconds slept by throttled tasks, in total.
 pub(crate) static THROTTLED_MS: Counter = Counter::new();
-/// Bus locks the PMU source attributed to guest mode (sum of the guest samples' periods).
+/// Bus locks the PMU source's samples attributed to guest mode: the sum of the guest samples'
+/// counts, sampled rather than exact (docs/ABI/sysfs-kernel-amd_sld).
 pub(crate) static GUEST_BUS_LOCKS: Counter = Counter::new();

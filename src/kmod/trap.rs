@@ -24,6 +24,11 @@ static LOG: RateLimiter = RateLimiter::new(5000, 10);
 
 /// Entry from the die notifier for every user-mode #DB.
 pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
+    // Only where amd_sld armed the trap itself: elsewhere (the PMU source, policy off, a
+    // CPU found armed, a kernel that arms it) the bus-lock #DB is the kernel's to handle.
+    if !control::trap_armed(ffi::this_cpu()) {
+        return;
+    }
     // Consumed here, so that the kernel's own handle_bus_lock() never sees it.
     if !crate::dr6::take_bus_lock(trap.dr6()) {
         return;
@@ -55,7 +60,8 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
             }
             Some(_) => {
                 // No memory for the work item, or the task is exiting: it cannot be made
-                // to sleep, but it is still reported.
+                // to sleep, but it is still reported; its slot goes back to the budget.
+                THROTTLE.refund(1, rate.per_second());
                 warn(user_ip);
                 Action::Warn
             }

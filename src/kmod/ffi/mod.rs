@@ -13,17 +13,20 @@ use kernel::bindings;
 use kernel::error::Result;
 use kernel::ffi::c_int;
 
+mod cmdline;
 mod cpu;
 mod die;
 mod hotplug;
 mod msr;
 mod param;
 mod perf;
+mod reboot;
 mod sysfs;
 mod task;
 mod task_work;
 mod time;
 
+pub(crate) use cmdline::read_boot_command_line;
 pub(crate) use cpu::{
     boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked, KERNEL_ARMS_AMD_BUS_LOCK,
 };
@@ -32,11 +35,15 @@ pub(crate) use hotplug::{CpuHotplug, HotplugHandler};
 pub(crate) use msr::{msr_update_on, MsrUpdate};
 pub(crate) use param::{ParamHandlers, ParamLock};
 pub(crate) use perf::{
-    defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, NmiWork, PmuHandler,
-    Sample,
+    defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, CountersLocked,
+    NmiWork, PmuHandler, Sample,
 };
+pub(crate) use reboot::{RebootHandler, RebootHook};
 pub(crate) use sysfs::{StatFile, SysfsDir};
-pub(crate) use task::{current_comm, current_ids, fatal_signal_pending, force_sigbus_current};
+pub(crate) use task::{
+    current_comm, current_comm_in_nmi, current_ids, current_is_admin, fatal_signal_pending,
+    force_sigbus_current,
+};
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
 pub(crate) use time::{now_ms, now_us, sleep_killable_until_us};
 

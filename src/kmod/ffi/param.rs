@@ -78,7 +78,7 @@ unsafe extern "C" fn amd_sld_param_get(
     let handlers = unsafe { handlers(param) };
     // SAFETY: `param_attr_show()` passes a buffer of `PAGE_SIZE` bytes.
     let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
-    let mut out = SliceWriter::new(page);
+    let mut out = SliceWriter::sysfs_page(page);
     match (handlers.show)(&mut out) {
         Ok(()) => c_int::try_from(out.len()).unwrap_or(0),
         Err(_) => code::EINVAL.to_errno(),

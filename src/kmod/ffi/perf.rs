@@ -29,10 +29,50 @@ extern "C" {
     ) -> u64;
     /// glue.c: `local64_read(&event->count)`, NMI-safe.
     fn amd_sld_perf_event_count(event: *mut bindings::perf_event) -> u64;
+    /// glue.c: `READ_ONCE(event->state)`.
+    fn amd_sld_perf_event_state(event: *mut bindings::perf_event) -> c_int;
+    /// glue.c: the mutex that keeps the counters alive while they are read.
+    fn amd_sld_counters_lock();
+    fn amd_sld_counters_trylock() -> c_int;
+    fn amd_sld_counters_unlock();
+}
+
+/// Holds the counters' mutex: no counter is started or released meanwhile, so the live
+/// ones can be read (`perf_event_read_value()`, which sleeps and sends IPIs). Taken inside
+/// the CPU hotplug lock by the hotplug callbacks, never the other way round.
+///
+/// # Invariants
+///
+/// glue.c's `amd_sld_counters_mutex` is held from `lock()`/`try_lock()` until drop.
+pub(crate) struct CountersLocked(());
+
+impl CountersLocked {
+    /// Takes the mutex; may sleep. Process context.
+    pub(crate) fn lock() -> Self {
+        // SAFETY: process context; the mutex is a static of glue.c.
+        unsafe { amd_sld_counters_lock() };
+        CountersLocked(())
+    }
+
+    /// Takes the mutex if it is free.
+    pub(crate) fn try_lock() -> Option<Self> {
+        // SAFETY: process context; the mutex is a static of glue.c.
+        (unsafe { amd_sld_counters_trylock() } != 0).then_some(CountersLocked(()))
+    }
+}
+
+impl Drop for CountersLocked {
+    fn drop(&mut self) {
+        // SAFETY: held by the type invariant.
+        unsafe { amd_sld_counters_unlock() };
+    }
 }
 
 /// `TWA_NMI_CURRENT`: queue task work for `current` from NMI; checked in glue.c.
 const TWA_NMI_CURRENT: c_uint = 4;
+/// `PERF_EVENT_STATE_INACTIVE` of `enum perf_event_state`: states below it (error, off,
+/// exit, dead) count nothing; checked in glue.c.
+const PERF_EVENT_STATE_INACTIVE: c_int = 0;
 
 type OverflowHandler = unsafe extern "C" fn(
     *mut bindings::perf_event,
@@ -182,8 +222,13 @@ fn release(event: *mut bindings::perf_event) {
 /// one (frequency mode, overflow to `H::on_sample`), both counting user, kernel and guest
 /// mode. Both or neither. Process context; the caller holds the CPU hotplug lock (the
 /// hotplug core, or [`super::CpusReadLocked`]) and the parameter lock or is the hotplug
-/// core, so no two callers start or stop the same CPU's counters at once.
-pub(crate) fn start_counter<H: PmuHandler>(cpu: u32, spec: &CounterSpec) -> Result {
+/// core, so no two callers start or stop the same CPU's counters at once; and the counters'
+/// mutex, so that readers see both or neither.
+pub(crate) fn start_counter<H: PmuHandler>(
+    cpu: u32,
+    spec: &CounterSpec,
+    _locked: &CountersLocked,
+) -> Result {
     let einval = kernel::error::code::EINVAL;
     let (slot, tally_slot) = (
         counter_slot(cpu).ok_or(einval)?,
@@ -195,6 +240,12 @@ pub(crate) fn start_counter<H: PmuHandler>(cpu: u32, spec: &CounterSpec) -> Resu
     }
     let cpu = c_int::try_from(cpu).map_err(|_| einval)?;
     let tally = create(cpu, spec.raw_config, None, 0)?;
+    // A pinned event that finds no free counter is put in error state at once (perf
+    // installs it on its CPU before returning) and would count nothing, for good.
+    if !counting(tally) {
+        release(tally);
+        return Err(kernel::error::code::EBUSY);
+    }
     let sampler = create(
         cpu,
         spec.raw_config,
@@ -207,8 +258,20 @@ pub(crate) fn start_counter<H: PmuHandler>(cpu: u32, spec: &CounterSpec) -> Resu
     Ok(())
 }
 
-/// Releases `cpu`'s counters, if it has them, and returns the final exact count.
-pub(crate) fn stop_counter(cpu: u32) -> Option<u64> {
+/// A read of a pinned counting event.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TallyRead {
+    /// Its count.
+    pub(crate) count: u64,
+    /// It counted all the time it was enabled: not in error state (a pinned event that lost
+    /// its counter), and its running time equals its enabled time. Otherwise `count` misses
+    /// bus locks.
+    pub(crate) complete: bool,
+}
+
+/// Releases `cpu`'s counters, if it has them, and returns the final read of its tally. The
+/// counters' mutex keeps [`read_counters`] from reading them as they go.
+pub(crate) fn stop_counter(cpu: u32, _locked: &CountersLocked) -> Option<TallyRead> {
     let sampler = counter_slot(cpu)?.swap(ptr::null_mut(), Ordering::AcqRel);
     if !sampler.is_null() {
         release(sampler);
@@ -217,27 +280,47 @@ pub(crate) fn stop_counter(cpu: u32) -> Option<u64> {
     if tally.is_null() {
         return None;
     }
-    let count = read(tally);
+    let read = read(tally);
     release(tally);
-    Some(count)
+    Some(read)
 }
 
-fn read(event: *mut bindings::perf_event) -> u64 {
+/// Whether `event` is in a state that counts (inactive or active).
+fn counting(event: *mut bindings::perf_event) -> bool {
+    // SAFETY: `event` is live (created, not yet released, by the caller's contract).
+    unsafe { amd_sld_perf_event_state(event) >= PERF_EVENT_STATE_INACTIVE }
+}
+
+fn read(event: *mut bindings::perf_event) -> TallyRead {
     let (mut enabled, mut running) = (0, 0);
-    // SAFETY: `event` is live (callers hold the locks that keep it from being released);
-    // process context, as the call may sleep.
-    unsafe { perf_event_read_value(event, &mut enabled, &mut running) }
+    // SAFETY: `event` is live (callers hold the counters' mutex, under which alone a
+    // counter is released); process context, as the call may sleep.
+    let count = unsafe { perf_event_read_value(event, &mut enabled, &mut running) };
+    TallyRead {
+        count,
+        complete: counting(event) && running == enabled,
+    }
 }
 
-/// The sum of the live counters' exact counts. The caller holds the CPU hotplug lock and
-/// the parameter lock, which keep every counter from being released meanwhile.
-pub(crate) fn read_counters(_cpus: &super::CpusReadLocked, _param: &super::ParamLock) -> u64 {
-    TALLIES
-        .iter()
-        .map(|slot| slot.load(Ordering::Acquire))
-        .filter(|event| !event.is_null())
-        .map(read)
-        .sum()
+/// The sum of the live counters' exact counts: an IPI to each CPU with a counter, which may
+/// sleep. The counters' mutex keeps every counter from being released meanwhile (CPU
+/// hotplug and unload release them under it, with only the CPU hotplug lock held for
+/// reading by `__cpuhp_remove_state()`).
+/// `incomplete` is called with each CPU whose tally did not count all the time.
+pub(crate) fn read_counters(_locked: &CountersLocked, mut incomplete: impl FnMut(u32)) -> u64 {
+    let mut total = 0;
+    for (cpu, slot) in (0u32..).zip(TALLIES.iter()) {
+        let event = slot.load(Ordering::Acquire);
+        if event.is_null() {
+            continue;
+        }
+        let read = read(event);
+        if !read.complete {
+            incomplete(cpu);
+        }
+        total += read.count;
+    }
+    total
 }
 
 /// # Safety

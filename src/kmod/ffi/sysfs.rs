@@ -86,7 +86,7 @@ unsafe extern "C" fn show_stat<const I: usize>(
     };
     // SAFETY: sysfs passes `show()` a buffer of `PAGE_SIZE` bytes.
     let page = unsafe { core::slice::from_raw_parts_mut(buffer.cast::<u8>(), bindings::PAGE_SIZE) };
-    let mut out = SliceWriter::new(page);
+    let mut out = SliceWriter::sysfs_page(page);
     match (file.render)(&mut out) {
         Ok(()) => isize::try_from(out.len()).unwrap_or(0),
         Err(_) => code::E2BIG.to_errno() as isize,

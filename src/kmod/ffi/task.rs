@@ -12,10 +12,24 @@ extern "C" {
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).
 pub(crate) const COMM_LEN: usize = 16;
 
-/// The current task's name, NUL-padded.
+/// The current task's name, NUL-padded, read as `get_task_comm()` does: under the task
+/// lock, so a concurrent rename (`prctl(PR_SET_NAME)`, exec) cannot tear it. Process
+/// context or interrupts off, not NMI (the lock is a spinlock): see [`current_comm_in_nmi`].
 pub(crate) fn current_comm() -> [u8; COMM_LEN] {
+    let mut comm = [0u8; COMM_LEN];
+    // SAFETY: `current` is valid while it runs; `comm` has `COMM_LEN` bytes, which
+    // `__get_task_comm()` fills NUL-terminated and padded under `task_lock(current)`.
+    unsafe {
+        bindings::__get_task_comm(comm.as_mut_ptr().cast(), COMM_LEN, bindings::get_current())
+    };
+    comm
+}
+
+/// The current task's name, NUL-padded, for NMI context, where the task lock cannot be
+/// taken: a plain copy, which a concurrent rename can tear (as perf's own `comm` reads).
+pub(crate) fn current_comm_in_nmi() -> [u8; COMM_LEN] {
     // SAFETY: `current` is valid while it runs; `comm` is a fixed array that is always
-    // NUL-terminated. A concurrent rename can tear it, as it can for `%s` of `current->comm`.
+    // NUL-terminated.
     unsafe { (*bindings::get_current()).comm }
 }
 
@@ -23,6 +37,18 @@ pub(crate) fn current_comm() -> [u8; COMM_LEN] {
 pub(crate) fn current_ids() -> (i32, i32) {
     let task = kernel::current!();
     (task.pid(), task.group_leader().pid())
+}
+
+/// Whether the current task has `CAP_SYS_ADMIN` in the initial user namespace. No audit
+/// record: a denial here only picks the cached value of a counter.
+pub(crate) fn current_is_admin() -> bool {
+    // SAFETY: `init_user_ns` is a static that lives forever; process context.
+    unsafe {
+        bindings::ns_capable_noaudit(
+            core::ptr::addr_of_mut!(bindings::init_user_ns),
+            bindings::CAP_SYS_ADMIN as c_int,
+        )
+    }
 }
 
 /// Sends the current task a SIGBUS that it cannot block or ignore (`force_sig()`).

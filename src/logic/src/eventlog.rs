@@ -531,6 +531,70 @@ mod tests {
         }
     }
 
+    /// Issue 13, item 10: 32 records of the longest form, the newest of which fill a 4096-byte
+    /// sysfs page exactly, are shown in fewer than 4096 bytes (sysfs cuts a full page and
+    /// logs "fill_read_buffer: ... returned bad count"), as whole lines only.
+    #[test]
+    fn events_leave_room_in_a_full_sysfs_page() {
+        const PAGE: usize = 4096;
+        // Sequence numbers from 2^40 on: 13 digits for every line.
+        const FIRST_SEQ: u64 = 1 << 40;
+        let maximal = |count: u64| Event {
+            seq: FIRST_SEQ,
+            ms: u64::MAX,
+            cpu: u32::MAX,
+            pid: i32::MIN,
+            tid: i32::MIN,
+            comm: Comm::new(&[0xff; 15]),
+            source: Source::Pmu,
+            guest: true,
+            ip: u64::MAX,
+            count,
+            action: Action::Throttle,
+        };
+        let length = |event: &Event| std::format!("{event}\n").len();
+        // The newest lines: as many maximal ones as fit, then counts shortened until their
+        // lengths add up to exactly one page.
+        let longest = length(&maximal(u64::MAX));
+        let lines = PAGE.div_ceil(longest);
+        let mut counts = std::vec![u64::MAX; lines];
+        let mut excess = lines * longest - PAGE;
+        for count in counts.iter_mut() {
+            let digits = excess.min(19);
+            *count /= 10u64.pow(digits as u32);
+            excess -= digits;
+        }
+        assert_eq!(
+            excess, 0,
+            "lines of {longest} bytes cannot fill {PAGE} exactly"
+        );
+        let log = EventLog::<EVENT_LOG_LEN>::new();
+        log.next_seq.store(FIRST_SEQ, Ordering::Relaxed);
+        for _ in 0..EVENT_LOG_LEN - lines {
+            log.push(&maximal(u64::MAX));
+        }
+        for &count in &counts {
+            log.push(&maximal(count));
+        }
+        let newest: usize = collect(&log)[EVENT_LOG_LEN - lines..]
+            .iter()
+            .map(length)
+            .sum();
+        assert_eq!(newest, PAGE, "the newest {lines} lines fill the page");
+        let mut page = [0u8; PAGE];
+        let mut out = crate::fmtbuf::SliceWriter::sysfs_page(&mut page);
+        let room = out.room();
+        log.write_lines(&mut out, room).unwrap();
+        let len = out.len();
+        assert!(len < PAGE, "{len} bytes for a {PAGE}-byte page");
+        let text = core::str::from_utf8(&page[..len]).unwrap();
+        assert!(text.ends_with('\n'));
+        assert_eq!(text.lines().count(), lines - 1);
+        for line in text.lines() {
+            assert!(Event::parse(line).is_ok(), "{line}");
+        }
+    }
+
     fn top<const K: usize>(table: &TopOffenders<K>) -> Vec<(i32, u64)> {
         let mut out = Vec::new();
         table.for_each(|o| out.push((o.pid, o.bus_locks)));

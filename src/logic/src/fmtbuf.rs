@@ -15,6 +15,17 @@ impl<'a> SliceWriter<'a> {
         SliceWriter { buffer, len: 0 }
     }
 
+    /// A writer for a sysfs `show()` (or parameter `get()`) page: it fills at most
+    /// `page.len() - 1` bytes, since sysfs takes a return of `PAGE_SIZE` or more for an
+    /// overflow (fs/sysfs/file.c: "fill_read_buffer: ... returned bad count") and cuts it.
+    pub fn sysfs_page(page: &'a mut [u8]) -> Self {
+        let len = page.len().saturating_sub(1);
+        SliceWriter {
+            buffer: &mut page[..len],
+            len: 0,
+        }
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         self.len

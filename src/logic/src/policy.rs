@@ -18,6 +18,7 @@ pub const RATELIMIT_MAX: u32 = 1000;
 pub const MAX_INPUT_LEN: usize = 19;
 
 const RATELIMIT_PREFIX: &[u8] = b"ratelimit:";
+const BOOT_OPTION: &[u8] = b"split_lock_detect=";
 
 /// A system-wide bus-lock rate, in bus locks per second.
 ///
@@ -133,6 +134,18 @@ impl Policy {
             .ok_or(ParseError::RateOutOfRange)
     }
 
+    /// The value of the kernel's own `split_lock_detect=` boot option in `cmdline` (the
+    /// contents of /proc/cmdline), found as `sld_state_setup()` finds it with
+    /// `cmdline_find_option()` (arch/x86/lib/cmdline.c): words are separated by bytes up
+    /// to the space (`myisspace()`), the line ends at a NUL, a word must start with
+    /// `split_lock_detect=`, and the last such word wins. `None` if there is none.
+    pub fn boot_option(cmdline: &[u8]) -> Option<&[u8]> {
+        let line = cmdline.split(|&byte| byte == 0).next().unwrap_or(&[]);
+        line.split(|&byte| byte <= b' ')
+            .filter_map(|word| word.strip_prefix(BOOT_OPTION))
+            .next_back()
+    }
+
     /// Whether bus-lock detection must be armed in the hardware for this policy.
     pub const fn arms_detection(self) -> bool {
         !matches!(self, Policy::Off)
@@ -177,6 +190,36 @@ impl fmt::Display for Policy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn boot_option_is_the_last_split_lock_detect_word() {
+        let find = Policy::boot_option;
+        assert_eq!(find(b"console=ttyS0 quiet\n"), None);
+        assert_eq!(find(b""), None);
+        assert_eq!(find(b"split_lock_detect=fatal\n"), Some(&b"fatal"[..]));
+        assert_eq!(
+            find(b"ro split_lock_detect=off root=/dev/sda split_lock_detect=ratelimit:5\n"),
+            Some(&b"ratelimit:5"[..])
+        );
+        // A word that only contains the option, or spells it otherwise, is not it.
+        assert_eq!(
+            find(b"xsplit_lock_detect=off split_lock_detect fatal"),
+            None
+        );
+        assert_eq!(find(b"split_lock_detect= quiet"), Some(&b""[..]));
+        // Tabs separate words; a NUL ends the line.
+        assert_eq!(
+            find(b"a\tsplit_lock_detect=warn\0split_lock_detect=off"),
+            Some(&b"warn"[..])
+        );
+        // The value is parsed as the module parameter is; the kernel ignores what it does not
+        // know (and keeps warn), amd_sld says so and keeps warn too.
+        assert_eq!(
+            Policy::parse(find(b"split_lock_detect=fatal").unwrap()),
+            Ok(Policy::Fatal)
+        );
+        assert!(Policy::parse(find(b"split_lock_detect=bogus").unwrap()).is_err());
+    }
+
     extern crate std;
     use super::*;
     use proptest::prelude::*;

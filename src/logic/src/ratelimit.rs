@@ -131,6 +131,12 @@ impl RateLimiter {
 /// report bus locks that already happened, each offender's first sample gets through before
 /// it can be paced: over any interval, the excess is at most one sample per offender.
 ///
+/// One booking takes at most [`MAX_BOOKING_US`] (1 s) of the shared timeline: a PMU sample
+/// can stand for thousands of bus locks (minutes at a low N), and the offenders after it,
+/// bystanders with a single trap among them, would queue behind all of it. Its own task
+/// still sleeps its whole share, P / N seconds. A booking whose task cannot be made to sleep
+/// (no work item, the task is exiting) is given back with [`Pacer::refund`].
+///
 /// # Invariants
 ///
 /// `booked_until_us` only grows (but for [`Pacer::reset`]).
@@ -144,6 +150,9 @@ impl Default for Pacer {
         Self::new()
     }
 }
+
+/// The most of the shared timeline that one booking takes, in µs: 1 s.
+pub const MAX_BOOKING_US: u64 = 1_000_000;
 
 impl Pacer {
     /// A pacer with nothing booked.
@@ -173,10 +182,23 @@ impl Pacer {
         count.saturating_mul(1_000_000) / rate
     }
 
+    /// Microseconds of the shared timeline that a booking of `count` takes: at most
+    /// [`MAX_BOOKING_US`].
+    const fn shared_cost_us(count: u64, rate: u32) -> u64 {
+        let cost = Self::cost_us(count, rate);
+        if cost > MAX_BOOKING_US {
+            MAX_BOOKING_US
+        } else {
+            cost
+        }
+    }
+
     /// Books `count` bus locks at `rate` per second from `now_us` on, and returns the time
-    /// (µs) until which the task that made them must sleep. Lock-free; safe in NMI context.
+    /// (µs) until which the task that made them must sleep: the end of its booking, and at
+    /// least its whole share `count / rate` from now. Lock-free; safe in NMI context.
     pub fn book(&self, now_us: u64, count: u64, rate: u32) -> u64 {
-        let cost_us = Self::cost_us(count, rate);
+        let cost_us = Self::shared_cost_us(count, rate);
+        let own_us = now_us.saturating_add(Self::cost_us(count, rate));
         let mut booked = self.booked_until_us.load(Ordering::Relaxed);
         loop {
             let end = booked.max(now_us).saturating_add(cost_us);
@@ -186,10 +208,22 @@ impl Pacer {
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return end,
+                Ok(_) => return end.max(own_us),
                 Err(actual) => booked = actual,
             }
         }
+    }
+
+    /// Gives back the booking of `count` at `rate` that [`Pacer::book`] or
+    /// [`Pacer::admit_one`] (`count` 1) made, when its task could not be made to sleep: the
+    /// next booking starts that much earlier. Lock-free; safe in NMI context.
+    pub fn refund(&self, count: u64, rate: u32) {
+        let cost_us = Self::shared_cost_us(count, rate);
+        let _ = self
+            .booked_until_us
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |booked| {
+                Some(booked.saturating_sub(cost_us))
+            });
     }
 }
 
@@ -303,10 +337,10 @@ mod tests {
     #[test]
     fn one_task_sleeps_its_share_and_bookings_queue() {
         let pacer = Pacer::new();
-        // 50 bus locks at 10/s: 5 s.
-        assert_eq!(pacer.book(1_000_000, 50, 10), 6_000_000);
+        // 5 bus locks at 10/s: 0.5 s.
+        assert_eq!(pacer.book(1_000_000, 5, 10), 1_500_000);
         // A second booking right after queues behind the first.
-        assert_eq!(pacer.book(1_000_100, 10, 10), 7_000_000);
+        assert_eq!(pacer.book(1_000_100, 10, 10), 2_500_000);
         // Once the timeline is idle, a booking starts now.
         assert_eq!(pacer.book(60_000_000, 1, 1000), 60_001_000);
         pacer.reset();
@@ -365,6 +399,37 @@ mod tests {
                 assert!(fair.iter().all(|&f| f > 0.5 / offenders as f64), "{fair:?}");
             }
         }
+    }
+
+    /// Issue 13, item 11: a sample of 10000 bus locks at 10/s is 1000 s of budget. Its task
+    /// sleeps all of it, but a bystander's single trap right after waits at most 1 s.
+    #[test]
+    fn one_sample_books_at_most_a_second_of_the_shared_budget() {
+        let pacer = Pacer::new();
+        assert_eq!(pacer.book(1_000_000, 10_000, 10), 1_001_000_000);
+        let wait = pacer.admit_one(1_000_001, 10).unwrap();
+        assert!(wait <= 2_000_000, "a bystander waits until {wait} µs");
+        assert_eq!(wait, 2_000_000);
+        // Small samples book all of their share, as before.
+        assert_eq!(pacer.book(5_000_000, 3, 10), 5_300_000);
+    }
+
+    /// Issue 13, item 11: a booking whose task cannot be made to sleep (no work item, the
+    /// task exiting) is given back: the next offender gets the slot it would have had.
+    #[test]
+    fn a_booking_given_back_frees_its_slot() {
+        let pacer = Pacer::new();
+        assert_eq!(pacer.admit_one(5_000_000, 10), None);
+        // This trap's deferral fails: it gives its slot back.
+        assert_eq!(pacer.admit_one(5_000_001, 10), Some(5_100_000));
+        pacer.refund(1, 10);
+        assert_eq!(pacer.admit_one(5_000_002, 10), Some(5_100_000));
+        // A sample's (capped) booking likewise.
+        let pacer = Pacer::new();
+        let end = pacer.book(0, 10_000, 10);
+        assert_eq!(end, 1_000_000_000);
+        pacer.refund(10_000, 10);
+        assert_eq!(pacer.admit_one(1, 10), None);
     }
 
     #[test]
