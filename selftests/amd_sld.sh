@@ -278,21 +278,12 @@ single_step_and_ptrace_unchanged() {
 }
 
 kernel_handle_bus_lock_never_called() {
-	tracing=/sys/kernel/tracing
-	[ -e $tracing/kprobe_events ] || mount -t tracefs nodev $tracing 2> /dev/null
-	[ -e $tracing/kprobe_events ] || skip "no kprobe events (CONFIG_KPROBE_EVENTS)"
-	echo 'p:amd_sld_test/handle_bus_lock handle_bus_lock' >> $tracing/kprobe_events ||
-		fail "cannot probe handle_bus_lock"
-	echo 'p:amd_sld_test/send_sigtrap send_sigtrap' >> $tracing/kprobe_events || fail "cannot probe send_sigtrap"
-	echo 1 > $tracing/events/amd_sld_test/enable
+	probe_functions handle_bus_lock send_sigtrap
 	load
 	"$BUSLOCK" -n 50 > /dev/null || fail "buslock failed"
 	"$STEPCHECK" > /dev/null # positive control: plain steps reach send_sigtrap
-	echo 0 > $tracing/events/amd_sld_test/enable
-	calls=$(awk '$1 == "handle_bus_lock" || $1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
-	control=$(awk '$1 == "send_sigtrap" || $1 == "amd_sld_test/send_sigtrap" { print $2 }' $tracing/kprobe_profile)
-	echo '-:amd_sld_test/handle_bus_lock' >> $tracing/kprobe_events
-	echo '-:amd_sld_test/send_sigtrap' >> $tracing/kprobe_events
+	calls=$(probe_calls handle_bus_lock) control=$(probe_calls send_sigtrap)
+	unprobe_functions handle_bus_lock send_sigtrap
 	echo "kprobe hits: handle_bus_lock $calls, send_sigtrap (control) $control"
 	[ "${control:-0}" -gt 0 ] || fail "the probe saw no send_sigtrap: the test cannot see calls"
 	expect_eq "kernel handle_bus_lock calls for 50 traps" "$calls" 0
@@ -795,24 +786,18 @@ aligned_operands_count_nothing() {
 # whoever armed DEBUGCTL[2] (here: the test, standing for a 6.13+ kernel that arms it): the
 # kernel's handle_bus_lock() must see each one, and bus_locks must count the PMU's only.
 kernel_trap_left_alone_with_the_pmu_source() {
-	tracing=/sys/kernel/tracing
-	[ -e $tracing/kprobe_events ] || mount -t tracefs nodev $tracing 2> /dev/null
-	[ -e $tracing/kprobe_events ] || skip "no kprobe events (CONFIG_KPROBE_EVENTS)"
-	echo 'p:amd_sld_test/handle_bus_lock handle_bus_lock' >> $tracing/kprobe_events ||
-		fail "cannot probe handle_bus_lock"
+	probe_functions handle_bus_lock
 	load source=pmu
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") | 4)) || fail "cannot set DEBUGCTL[2] on CPU $c"
 	done
-	echo 1 > $tracing/events/amd_sld_test/enable
 	"$BUSLOCK" -n 50 > /dev/null
 	status=$?
-	echo 0 > $tracing/events/amd_sld_test/enable
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") & ~4)) || fail "cannot clear DEBUGCTL[2] on CPU $c"
 	done
-	calls=$(awk '$1 == "handle_bus_lock" || $1 == "amd_sld_test/handle_bus_lock" { print $2 }' $tracing/kprobe_profile)
-	echo '-:amd_sld_test/handle_bus_lock' >> $tracing/kprobe_events
+	calls=$(probe_calls handle_bus_lock)
+	unprobe_functions handle_bus_lock
 	[ $status -eq 0 ] || fail "buslock failed"
 	echo "kernel handle_bus_lock calls: $calls; amd_sld bus_locks: $(counter bus_locks)"
 	expect_eq "kernel handle_bus_lock calls for 50 traps amd_sld did not arm" "$calls" 50

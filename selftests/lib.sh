@@ -54,6 +54,30 @@ debugctl() { # cpu: DEBUGCTL as the CPU holds it
 	"$MSR" "$1" 0x1d9 || fail "cannot read DEBUGCTL of CPU $1"
 }
 
+# Kernel function-entry probes (kprobe events), counted in kprobe_profile: how often the
+# kernel itself ran a function while a case acted.
+TRACING=/sys/kernel/tracing
+
+probe_functions() { # function...: start counting calls (skips the case without kprobes)
+	[ -e $TRACING/kprobe_events ] || mount -t tracefs nodev $TRACING 2> /dev/null
+	[ -e $TRACING/kprobe_events ] || skip "no kprobe events (CONFIG_KPROBE_EVENTS)"
+	for function in "$@"; do
+		echo "p:amd_sld_test/$function $function" >> $TRACING/kprobe_events || fail "cannot probe $function"
+	done
+	echo 1 > $TRACING/events/amd_sld_test/enable
+}
+
+probe_calls() { # function: calls counted so far
+	awk -v f="$1" '$1 == f || $1 == "amd_sld_test/" f { print $2 }' $TRACING/kprobe_profile
+}
+
+unprobe_functions() { # function...
+	echo 0 > $TRACING/events/amd_sld_test/enable
+	for function in "$@"; do
+		echo "-:amd_sld_test/$function" >> $TRACING/kprobe_events
+	done
+}
+
 field() { # name line
 	echo "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | tail -n 1
 }

@@ -2,14 +2,11 @@
 
 //! The die notifier chain, for `DIE_DEBUG`: every #DB.
 
-use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use kernel::bindings;
-use kernel::error::{code, to_result, Result};
+use kernel::error::Result;
 use kernel::ffi::{c_char, c_int, c_long, c_ulong, c_void};
 
-use super::KernelOwned;
+use super::notifier::NotifierSlot;
 
 // Kernel interfaces that `kernel::bindings` does not carry in 6.12.
 extern "C" {
@@ -89,56 +86,31 @@ unsafe extern "C" fn on_die<N: DieNotifier>(
     NOTIFY_DONE
 }
 
-/// The module's one die notifier block; its callback is set by [`DebugTrapHook::register`]
-/// while the block is off the chain.
-static DIE_NOTIFIER: KernelOwned<bindings::notifier_block> =
-    KernelOwned::new(bindings::notifier_block {
-        notifier_call: None,
-        next: ptr::null_mut(),
-        priority: 0,
-    });
-
-/// Whether a [`DebugTrapHook`] owns `DIE_NOTIFIER`.
-static DIE_NOTIFIER_TAKEN: AtomicBool = AtomicBool::new(false);
+/// The module's one die notifier block.
+static DIE_NOTIFIER: NotifierSlot = NotifierSlot::new();
 
 /// amd_sld's place on the die notifier chain, which sees every #DB.
 ///
 /// # Invariants
 ///
-/// `DIE_NOTIFIER` is registered from `register()` until drop, and this hook is the only
-/// owner of it (`DIE_NOTIFIER_TAKEN`).
+/// `DIE_NOTIFIER` is linked into the die chain from `register()` until drop.
 pub(crate) struct DebugTrapHook(());
 
 impl DebugTrapHook {
     /// Starts passing user-mode #DB exceptions to `N`. One hook at a time: `-EBUSY` while
     /// another lives.
     pub(crate) fn register<N: DieNotifier>() -> Result<Self> {
-        if DIE_NOTIFIER_TAKEN
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(code::EBUSY);
-        }
-        let block = DIE_NOTIFIER.get();
-        // SAFETY: we own the block (`DIE_NOTIFIER_TAKEN`) and it is not on the chain, so
-        // nothing else reads or writes it. The block is static and registered once.
-        let status = unsafe {
-            (*block).notifier_call = Some(on_die::<N>);
-            register_die_notifier(block)
-        };
-        if let Err(error) = to_result(status) {
-            DIE_NOTIFIER_TAKEN.store(false, Ordering::Release);
-            return Err(error);
-        }
+        // SAFETY: `on_die::<N>` has the die chain's callback contract and is module text,
+        // which outlives the hook.
+        unsafe { DIE_NOTIFIER.link(on_die::<N>, register_die_notifier)? };
         Ok(DebugTrapHook(()))
     }
 }
 
 impl Drop for DebugTrapHook {
     fn drop(&mut self) {
-        // SAFETY: registered by the type invariant. The chain is RCU-protected and the
+        // SAFETY: linked by the type invariant. The chain is RCU-protected and the
         // unregistration waits for a grace period: no CPU runs `on_die` after this returns.
-        unsafe { unregister_die_notifier(DIE_NOTIFIER.get()) };
-        DIE_NOTIFIER_TAKEN.store(false, Ordering::Release);
+        unsafe { DIE_NOTIFIER.unlink(unregister_die_notifier) };
     }
 }

@@ -18,6 +18,7 @@ mod cpu;
 mod die;
 mod hotplug;
 mod msr;
+mod notifier;
 mod param;
 mod perf;
 mod reboot;

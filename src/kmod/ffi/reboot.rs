@@ -2,14 +2,11 @@
 
 //! The reboot notifier chain: reboot, halt, power-off and kexec.
 
-use core::ptr;
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use kernel::bindings;
-use kernel::error::{code, to_result, Result};
+use kernel::error::Result;
 use kernel::ffi::{c_int, c_ulong, c_void};
 
-use super::KernelOwned;
+use super::notifier::NotifierSlot;
 
 // Kernel interfaces that `kernel::bindings` does not carry in 6.12 (linux/reboot.h).
 extern "C" {
@@ -40,55 +37,30 @@ unsafe extern "C" fn on_reboot<R: RebootHandler>(
     NOTIFY_DONE
 }
 
-/// The module's one reboot notifier block; its callback is set by [`RebootHook::register`]
-/// while the block is off the chain.
-static REBOOT_NOTIFIER: KernelOwned<bindings::notifier_block> =
-    KernelOwned::new(bindings::notifier_block {
-        notifier_call: None,
-        next: ptr::null_mut(),
-        priority: 0,
-    });
-
-/// Whether a [`RebootHook`] owns `REBOOT_NOTIFIER`.
-static REBOOT_NOTIFIER_TAKEN: AtomicBool = AtomicBool::new(false);
+/// The module's one reboot notifier block.
+static REBOOT_NOTIFIER: NotifierSlot = NotifierSlot::new();
 
 /// amd_sld's place on the reboot notifier chain.
 ///
 /// # Invariants
 ///
-/// `REBOOT_NOTIFIER` is registered from `register()` until drop, and this hook is its only
-/// owner (`REBOOT_NOTIFIER_TAKEN`).
+/// `REBOOT_NOTIFIER` is linked into the reboot chain from `register()` until drop.
 pub(crate) struct RebootHook(());
 
 impl RebootHook {
     /// Starts calling `R::on_reboot` before a reboot or kexec. One hook at a time.
     pub(crate) fn register<R: RebootHandler>() -> Result<Self> {
-        if REBOOT_NOTIFIER_TAKEN
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            return Err(code::EBUSY);
-        }
-        let block = REBOOT_NOTIFIER.get();
-        // SAFETY: we own the block (`REBOOT_NOTIFIER_TAKEN`) and it is not on the chain, so
-        // nothing else reads or writes it; it is static.
-        let status = unsafe {
-            (*block).notifier_call = Some(on_reboot::<R>);
-            register_reboot_notifier(block)
-        };
-        if let Err(error) = to_result(status) {
-            REBOOT_NOTIFIER_TAKEN.store(false, Ordering::Release);
-            return Err(error);
-        }
+        // SAFETY: `on_reboot::<R>` has the reboot chain's callback contract and is module
+        // text, which outlives the hook.
+        unsafe { REBOOT_NOTIFIER.link(on_reboot::<R>, register_reboot_notifier)? };
         Ok(RebootHook(()))
     }
 }
 
 impl Drop for RebootHook {
     fn drop(&mut self) {
-        // SAFETY: registered by the type invariant. The chain is a blocking notifier head:
+        // SAFETY: linked by the type invariant. The chain is a blocking notifier head:
         // unregistering takes its rwsem for writing, so no call is running when it returns.
-        unsafe { unregister_reboot_notifier(REBOOT_NOTIFIER.get()) };
-        REBOOT_NOTIFIER_TAKEN.store(false, Ordering::Release);
+        unsafe { REBOOT_NOTIFIER.unlink(unregister_reboot_notifier) };
     }
 }
