@@ -77,5 +77,5 @@ help:
 	@echo "make demo                        the whole story in a VM on emulated AMD hardware (patched QEMU)"
 	@echo "make install                     install amd_sld.ko for the running kernel"
 	@echo "make stress                      reliability: host fuzzing + VM suite on the debug kernel (~18 min)"
-	@echo "make bench                       performance figures in the VM; rewrites docs/performance.md"
+	@echo "make bench                       amd_sld beside mainline 7.2 on the emulated CPU; rewrites docs/performance.md"
 	@echo "make dkms-build                  dkms add + build against the test kernel, in a private DKMS tree"
