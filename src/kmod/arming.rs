@@ -13,12 +13,12 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use kernel::bindings;
 use kernel::error::{code, Result};
-use kernel::prelude::*;
 use kernel::ThisModule;
 
 use crate::capability::Refusal;
 use crate::control::{self, Phase};
 use crate::ffi::{self, CpusReadLocked};
+use crate::ffi::{pr_err, pr_warn};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::record::Source;

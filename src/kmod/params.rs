@@ -8,13 +8,13 @@
 use core::fmt::{self, Write};
 
 use kernel::error::{code, Result};
-use kernel::prelude::*;
 
 use crate::arming;
 use crate::capability::{self, Requested};
 use crate::control::{self, Phase};
 use crate::escape::Escaped;
 use crate::ffi::CpusReadLocked;
+use crate::ffi::{pr_err, pr_info};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::policy::Policy;

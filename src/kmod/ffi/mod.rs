@@ -19,6 +19,7 @@ mod hotplug;
 mod msr;
 mod param;
 mod perf;
+mod print;
 mod sysfs;
 mod task;
 mod task_work;
@@ -35,6 +36,7 @@ pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, NmiWork, PmuHandler,
     Sample,
 };
+pub(crate) use print::{pr_err, pr_info, pr_warn, print, Level};
 pub(crate) use sysfs::{StatFile, SysfsDir};
 pub(crate) use task::{current_comm, current_ids, fatal_signal_pending, force_sigbus_current};
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
