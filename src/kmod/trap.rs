@@ -23,6 +23,11 @@ static LOG: RateLimiter = RateLimiter::new(5000, 10);
 
 /// Entry from the die notifier for every user-mode #DB.
 pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
+    // A kernel that arms Bus Lock Detect itself (6.13 and later) owns its #DB: there
+    // amd_sld runs only the PMU source and leaves the trap to the kernel's handle_bus_lock().
+    if ffi::KERNEL_ARMS_AMD_BUS_LOCK {
+        return;
+    }
     // Consumed here, so that the kernel's own handle_bus_lock() never sees it.
     if !crate::dr6::take_bus_lock(trap.dr6()) {
         return;
