@@ -13,7 +13,7 @@ extern "C" {
 }
 
 /// Whether the kernel we are built for arms AMD bus-lock detection itself (6.13+): Kbuild
-/// sets the cfg from the kernel version.
+/// sets the cfg where the kernel's asm/cpu.h declares `bus_lock_init()`.
 pub(crate) const KERNEL_ARMS_AMD_BUS_LOCK: bool = cfg!(amd_sld_kernel_arms_amd_bus_lock);
 
 /// The boot CPU's vendor and its `CPUID_7_ECX` capability word, as the kernel recorded them.
