@@ -10,11 +10,11 @@
 
 use core::fmt::Write;
 
-use kernel::c_str;
 use kernel::error::code;
 use kernel::prelude::*;
 
 use crate::capability::{Refusal, Requested};
+use crate::ffi::{pr_err, pr_info};
 use crate::record::Source;
 
 // Pure decision logic, shared verbatim with the host crate `amd-sld-logic` (src/logic).
@@ -56,7 +56,6 @@ mod trap;
 module! {
     type: AmdSld,
     name: "amd_sld",
-    author: "amd-sld developers",
     description: "Split-lock / bus-lock detection (Bus Lock Detect #DB) for AMD Zen on Linux 6.12",
     license: "GPL",
 }
@@ -93,20 +92,19 @@ impl kernel::Module for AmdSld {
         let _param_lock = ffi::ParamLock::lock(module);
         let source = control::choose_source().map_err(refuse)?;
         params::start_from_boot_option();
-        let sysfs = ffi::SysfsDir::create(c_str!("amd_sld"), &FILES)?;
+        let sysfs = ffi::SysfsDir::create(c"amd_sld", &FILES)?;
         let throttle_drain = ThrottleDrain;
         let trap_hook = ffi::DebugTrapHook::register::<Trap>()?;
-        let hotplug =
-            ffi::CpuHotplug::register::<Arming>(c_str!("amd_sld:online")).map_err(|error| {
-                if source == Source::Pmu {
-                    refuse(Refusal::PmuUnavailable {
-                        errno: error.to_errno(),
-                        no_trap: control::requested() == Requested::Auto,
-                    })
-                } else {
-                    error
-                }
-            })?;
+        let hotplug = ffi::CpuHotplug::register::<Arming>(c"amd_sld:online").map_err(|error| {
+            if source == Source::Pmu {
+                refuse(Refusal::PmuUnavailable {
+                    errno: error.to_errno(),
+                    no_trap: control::requested() == Requested::Auto,
+                })
+            } else {
+                error
+            }
+        })?;
         let reboot = ffi::RebootHook::register::<Shutdown>()?;
         control::start();
         pr_info!(
@@ -141,28 +139,26 @@ static SOURCE_PARAM: ffi::ParamHandlers =
 /// The files of `/sys/kernel/amd_sld/` (docs/ABI/sysfs-kernel-amd_sld), in this order.
 /// Counters are world-readable; the records name processes, root only.
 static FILES: [ffi::StatFile; 12] = [
-    ffi::StatFile::new(c_str!("bus_locks"), 0o444, |out| {
+    ffi::StatFile::new(c"bus_locks", 0o444, |out| {
         writeln!(out, "{}", arming::bus_locks())
     }),
-    ffi::StatFile::new(c_str!("warned"), 0o444, |out| stats::WARNED.show(out)),
-    ffi::StatFile::new(c_str!("killed"), 0o444, |out| stats::KILLED.show(out)),
-    ffi::StatFile::new(c_str!("throttled"), 0o444, |out| stats::THROTTLED.show(out)),
-    ffi::StatFile::new(c_str!("throttled_ms"), 0o444, |out| {
-        stats::THROTTLED_MS.show(out)
-    }),
-    ffi::StatFile::new(c_str!("armed_cpus"), 0o444, arming::show_armed_cpus),
-    ffi::StatFile::new(c_str!("dropped"), 0o444, |out| {
+    ffi::StatFile::new(c"warned", 0o444, |out| stats::WARNED.show(out)),
+    ffi::StatFile::new(c"killed", 0o444, |out| stats::KILLED.show(out)),
+    ffi::StatFile::new(c"throttled", 0o444, |out| stats::THROTTLED.show(out)),
+    ffi::StatFile::new(c"throttled_ms", 0o444, |out| stats::THROTTLED_MS.show(out)),
+    ffi::StatFile::new(c"armed_cpus", 0o444, arming::show_armed_cpus),
+    ffi::StatFile::new(c"dropped", 0o444, |out| {
         writeln!(out, "{}", report::dropped())
     }),
-    ffi::StatFile::new(c_str!("events"), 0o400, report::show_events),
-    ffi::StatFile::new(c_str!("top"), 0o400, report::show_top),
-    ffi::StatFile::new(c_str!("guest_bus_locks"), 0o444, |out| {
+    ffi::StatFile::new(c"events", 0o400, report::show_events),
+    ffi::StatFile::new(c"top", 0o400, report::show_top),
+    ffi::StatFile::new(c"guest_bus_locks", 0o444, |out| {
         stats::GUEST_BUS_LOCKS.show(out)
     }),
-    ffi::StatFile::new(c_str!("source"), 0o444, |out| {
+    ffi::StatFile::new(c"source", 0o444, |out| {
         writeln!(out, "{}", control::source().as_str())
     }),
-    ffi::StatFile::new(c_str!("uncounted_cpus"), 0o444, arming::show_uncounted_cpus),
+    ffi::StatFile::new(c"uncounted_cpus", 0o444, arming::show_uncounted_cpus),
 ];
 
 /// The die notifier: every user-mode #DB goes to the trap policy.

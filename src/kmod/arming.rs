@@ -11,19 +11,18 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use kernel::bindings;
-use kernel::error::{code, Result};
-use kernel::prelude::*;
-
 use crate::capability::Refusal;
 use crate::control::{self, Phase};
 use crate::ffi::{self, CountersLocked, CpusReadLocked};
+use crate::ffi::{pr_err, pr_warn};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::record::Source;
 use crate::sample;
 use crate::stats;
 use crate::x86::DEBUGCTL_BUS_LOCK_DETECT;
+use kernel::bindings;
+use kernel::error::{code, Result};
 
 const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
 

@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * What Rust cannot express in Linux 6.12: the module_param_cb() macro, and kernel static
- * inlines and macros. No logic lives here: each function forwards to one kernel inline,
- * and the static_asserts pin the few kernel layouts and values that src/kmod/ffi/ has
- * to declare by hand because kernel::bindings does not carry them.
+ * What Rust cannot express, or cannot express alike on every supported kernel (6.12 to
+ * 7.x): the module_param_cb() and MODULE_AUTHOR() macros, kernel static inlines and
+ * macros, and the kernel structures whose layout or bindgen shape changes between
+ * versions (struct perf_event_attr grew, the fields of struct attribute_group and struct
+ * cpuinfo_x86 moved into anonymous unions). No logic lives here: each function forwards
+ * to the kernel, and the static_asserts pin the few kernel layouts and values that
+ * src/kmod/ffi/ has to declare by hand because kernel::bindings does not carry them.
+ * Kernel-version differences are found by Kbuild probing the kernel's headers
+ * (AMD_SLD_HAVE_*), never by version number.
  */
 #include <linux/kdebug.h>
 #include <linux/module.h>
@@ -16,8 +21,13 @@
 #include <linux/stddef.h>
 #include <linux/task_work.h>
 #include <linux/hrtimer.h>
+#include <linux/sysfs.h>
+#include <asm/cpufeature.h>
 #include <asm/kdebug.h>
 #include <asm/msr.h>
+#include <asm/processor.h>
+
+MODULE_AUTHOR("amd-sld developers");
 
 /* Implemented in Rust: src/kmod/ffi/param.rs. */
 int amd_sld_param_set(const char *value, const struct kernel_param *kp);
@@ -44,16 +54,71 @@ module_param_cb(source, &amd_sld_param_ops, (void *)&amd_sld_source_param, 0644)
 MODULE_PARM_DESC(source,
 		 "auto (default: the Bus Lock Detect trap where the CPU has it, else the PMU), bld or pmu (ls_locks.bus_lock)");
 
-int amd_sld_rdmsrl_safe(u32 msr, u64 *value);
-int amd_sld_rdmsrl_safe(u32 msr, u64 *value)
+/* 6.16 renamed rdmsrl_safe()/wrmsrl_safe() to rdmsrq_safe()/wrmsrq_safe() (Kbuild probe). */
+int amd_sld_rdmsr_safe(u32 msr, u64 *value);
+int amd_sld_rdmsr_safe(u32 msr, u64 *value)
 {
+#ifdef AMD_SLD_HAVE_RDMSRQ
+	return rdmsrq_safe(msr, value);
+#else
 	return rdmsrl_safe(msr, value);
+#endif
 }
 
-int amd_sld_wrmsrl_safe(u32 msr, u64 value);
-int amd_sld_wrmsrl_safe(u32 msr, u64 value)
+int amd_sld_wrmsr_safe(u32 msr, u64 value);
+int amd_sld_wrmsr_safe(u32 msr, u64 value)
 {
+#ifdef AMD_SLD_HAVE_RDMSRQ
+	return wrmsrq_safe(msr, value);
+#else
 	return wrmsrl_safe(msr, value);
+#endif
+}
+
+/* The boot CPU's vendor (X86_VENDOR_*) and its CPUID_7_ECX capability word. */
+void amd_sld_boot_cpu_identity(u8 *vendor, u32 *cpuid_7_ecx);
+void amd_sld_boot_cpu_identity(u8 *vendor, u32 *cpuid_7_ecx)
+{
+	*vendor = boot_cpu_data.x86_vendor;
+	*cpuid_7_ecx = boot_cpu_data.x86_capability[CPUID_7_ECX];
+}
+
+/*
+ * The one attribute group of /sys/kernel/amd_sld (src/kmod/ffi/sysfs.rs allows one
+ * directory at a time): attrs is a static NULL-terminated list that outlives the group.
+ */
+int amd_sld_sysfs_create_group(struct kobject *kobj, struct attribute **attrs);
+int amd_sld_sysfs_create_group(struct kobject *kobj, struct attribute **attrs)
+{
+	static struct attribute_group group;
+
+	group.attrs = attrs;
+	return sysfs_create_group(kobj, &group);
+}
+
+/*
+ * A per-CPU kernel counter of the raw event config: sampling sample_freq times a second
+ * with overflows to handler, or, without a handler, counting only and pinned. The
+ * attribute is built here because its size grows with the kernel (136 bytes in 6.12).
+ */
+struct perf_event *amd_sld_perf_counter_create(int cpu, u64 config, u64 sample_freq,
+						perf_overflow_handler_t handler);
+struct perf_event *amd_sld_perf_counter_create(int cpu, u64 config, u64 sample_freq,
+						perf_overflow_handler_t handler)
+{
+	struct perf_event_attr attr = {
+		.type = PERF_TYPE_RAW,
+		.size = sizeof(attr),
+		.config = config,
+	};
+
+	if (handler) {
+		attr.freq = 1;
+		attr.sample_freq = sample_freq;
+	} else {
+		attr.pinned = 1;
+	}
+	return perf_event_create_kernel_counter(&attr, cpu, NULL, handler, NULL);
 }
 
 unsigned int amd_sld_this_cpu(void);
@@ -126,16 +191,12 @@ void amd_sld_synchronize_rcu_tasks(void)
 static_assert(DIE_DEBUG == 3);
 static_assert(TWA_RESUME == 1);
 static_assert(TWA_NMI_CURRENT == 4);
-static_assert(sizeof(struct perf_event_attr) == PERF_ATTR_SIZE_VER8);
-static_assert(offsetof(struct perf_event_attr, config) == 8);
-static_assert(offsetof(struct perf_event_attr, sample_period) == 16);
-static_assert(offsetof(struct perf_event_attr, sample_freq) == 16);
-static_assert(offsetof(struct perf_event_attr, read_format) == 32);
-static_assert(offsetof(struct perf_event_attr, wakeup_events) == 48);
 static_assert(offsetof(struct perf_sample_data, period) == 8);
 static_assert(PERF_TYPE_RAW == 4);
 static_assert(PERF_EVENT_STATE_INACTIVE == 0 && PERF_EVENT_STATE_ERROR < 0 &&
 	      PERF_EVENT_STATE_OFF < 0);
+/* src/logic/src/x86.rs: CAPABILITY_WORD_CPUID_7_ECX. */
+static_assert(CPUID_7_ECX == 16);
 static_assert(offsetof(struct die_args, regs) == 0);
 static_assert(offsetof(struct die_args, err) == 2 * sizeof(void *));
 static_assert(sizeof(((struct die_args *)0)->err) == sizeof(unsigned long));

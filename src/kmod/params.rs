@@ -9,13 +9,13 @@ use core::fmt::{self, Write};
 
 use kernel::alloc::{flags, KVec};
 use kernel::error::{code, Result};
-use kernel::prelude::*;
 
 use crate::arming;
 use crate::capability::{self, Requested};
 use crate::control::{self, Phase};
 use crate::escape::Escaped;
 use crate::ffi::{self, CpusReadLocked};
+use crate::ffi::{pr_err, pr_info, pr_warn};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::policy::Policy;

@@ -30,15 +30,11 @@ pub(crate) struct Sighting {
     pub(crate) count: u64,
 }
 
-/// Records `sighting`, attributed to the current task, with what was done about it.
-/// PMU sightings come from the overflow NMI, where the task lock cannot be taken; traps from
-/// the #DB notifier, where it can.
+/// Records `sighting`, attributed to the current task, with what was done about it. Called
+/// from the #DB notifier and from the PMU's overflow NMI.
 pub(crate) fn record_current(sighting: &Sighting, action: Action) {
     let (tid, pid) = ffi::current_ids();
-    let comm = Comm::new(&match sighting.source {
-        Source::Bld => ffi::current_comm(),
-        Source::Pmu => ffi::current_comm_in_nmi(),
-    });
+    let comm = Comm::new(&ffi::current_comm());
     let ms = ffi::now_ms();
     EVENTS.push(&Event {
         seq: 0,

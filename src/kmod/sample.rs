@@ -8,10 +8,9 @@
 //! itself on its way back to user mode or into its guest: the task attributed is the task
 //! that was running when the counter overflowed, whatever ran on that CPU since.
 
-use kernel::prelude::*;
-
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
+use crate::ffi::pr_warn;
 use crate::ffi::{self, NmiWork, Sample};
 use crate::policy::Policy;
 use crate::record::{Action, Source};

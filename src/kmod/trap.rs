@@ -6,10 +6,9 @@
 //! spin on a lock or allocate anything but GFP_ATOMIC. Sleeping (`ratelimit`) is deferred
 //! to the task's own return to user mode ([`on_return_to_user`], `crate::throttle`).
 
-use kernel::prelude::*;
-
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
+use crate::ffi::pr_warn;
 use crate::ffi::{self, DebugTrap};
 use crate::policy::Policy;
 use crate::ratelimit::{RateLimiter, Verdict};

@@ -17,7 +17,7 @@ pub(crate) fn read_boot_command_line(buffer: &mut [u8]) -> Result<usize> {
     // SAFETY: a static NUL-terminated path; process context.
     let file = from_err_ptr(unsafe {
         bindings::filp_open(
-            kernel::c_str!("/proc/cmdline").as_char_ptr(),
+            c"/proc/cmdline".as_ptr().cast(),
             bindings::O_RDONLY as c_int,
             0,
         )

@@ -9,22 +9,21 @@ use kernel::ffi::{c_uint, c_ulong};
 
 extern "C" {
     fn amd_sld_this_cpu() -> c_uint;
+    fn amd_sld_boot_cpu_identity(vendor: *mut u8, cpuid_7_ecx: *mut u32);
 }
 
 /// Whether the kernel we are built for arms AMD bus-lock detection itself (6.13+): Kbuild
-/// sets the cfg from the kernel version.
+/// sets the cfg where the kernel's asm/cpu.h declares `bus_lock_init()`.
 pub(crate) const KERNEL_ARMS_AMD_BUS_LOCK: bool = cfg!(amd_sld_kernel_arms_amd_bus_lock);
 
 /// The boot CPU's vendor and its `CPUID_7_ECX` capability word, as the kernel recorded them.
 pub(crate) fn boot_cpu_identity() -> (u8, u32) {
-    // SAFETY: `boot_cpu_data` is written during early boot and only read afterwards. The
-    // anonymous unions hold plain integers, valid under every interpretation.
-    unsafe {
-        let data = ptr::addr_of!(bindings::boot_cpu_data);
-        let vendor = (*data).__bindgen_anon_1.__bindgen_anon_1.x86_vendor;
-        let word = (*data).__bindgen_anon_2.x86_capability[crate::x86::CAPABILITY_WORD_CPUID_7_ECX];
-        (vendor, word)
-    }
+    let (mut vendor, mut word) = (0, 0);
+    // SAFETY: glue.c reads `boot_cpu_data`, written during early boot and only read
+    // afterwards, into the two locals. (In C: bindgen's view of `struct cpuinfo_x86` moves
+    // its fields between anonymous unions from one kernel to the next.)
+    unsafe { amd_sld_boot_cpu_identity(&mut vendor, &mut word) };
+    (vendor, word)
 }
 
 /// The CPU this code runs on. Only meaningful where the caller cannot migrate (the #DB

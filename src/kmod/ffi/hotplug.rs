@@ -2,10 +2,11 @@
 
 //! A dynamic CPU hotplug state.
 
+use core::ffi::CStr;
+
 use kernel::bindings;
 use kernel::error::{to_result, Result};
 use kernel::ffi::{c_int, c_uint};
-use kernel::str::CStr;
 
 use super::errno_of;
 
@@ -51,7 +52,7 @@ impl CpuHotplug {
         let state = unsafe {
             bindings::__cpuhp_setup_state(
                 bindings::cpuhp_state_CPUHP_AP_ONLINE_DYN,
-                name.as_char_ptr(),
+                name.as_ptr().cast(),
                 true,
                 Some(hotplug_online::<H>),
                 Some(hotplug_offline::<H>),

@@ -10,8 +10,8 @@ use kernel::ffi::{c_int, c_void};
 
 // Forwarders to kernel static inlines, in glue.c.
 extern "C" {
-    fn amd_sld_rdmsrl_safe(msr: u32, value: *mut u64) -> c_int;
-    fn amd_sld_wrmsrl_safe(msr: u32, value: u64) -> c_int;
+    fn amd_sld_rdmsr_safe(msr: u32, value: *mut u64) -> c_int;
+    fn amd_sld_wrmsr_safe(msr: u32, value: u64) -> c_int;
 }
 
 /// The outcome of a read-modify-write of an MSR on one CPU.
@@ -40,7 +40,7 @@ unsafe extern "C" fn msr_update_here(info: *mut c_void) {
     let call = unsafe { &mut *info.cast::<MsrCall>() };
     let mut before = 0;
     // SAFETY: the `_safe` MSR accessors catch the #GP of a missing MSR and return an error.
-    let status = unsafe { amd_sld_rdmsrl_safe(call.msr, &mut before) };
+    let status = unsafe { amd_sld_rdmsr_safe(call.msr, &mut before) };
     if status != 0 {
         call.result = Err(status);
         return;
@@ -48,7 +48,7 @@ unsafe extern "C" fn msr_update_here(info: *mut c_void) {
     let wanted = (call.update)(before);
     if wanted != before {
         // SAFETY: as above.
-        let status = unsafe { amd_sld_wrmsrl_safe(call.msr, wanted) };
+        let status = unsafe { amd_sld_wrmsr_safe(call.msr, wanted) };
         if status != 0 {
             call.result = Err(status);
             return;
@@ -56,7 +56,7 @@ unsafe extern "C" fn msr_update_here(info: *mut c_void) {
     }
     let mut after = 0;
     // SAFETY: as above.
-    let status = unsafe { amd_sld_rdmsrl_safe(call.msr, &mut after) };
+    let status = unsafe { amd_sld_rdmsr_safe(call.msr, &mut after) };
     call.result = if status == 0 {
         Ok(MsrUpdate { before, after })
     } else {

@@ -8,7 +8,6 @@ use core::fmt;
 use kernel::bindings;
 use kernel::error::{code, Result};
 use kernel::ffi::{c_char, c_int};
-use kernel::str::CStr;
 use kernel::ThisModule;
 
 use super::errno_of;
@@ -60,7 +59,12 @@ unsafe extern "C" fn amd_sld_param_set(
 ) -> c_int {
     // SAFETY: the parameter core passes a valid NUL-terminated string (possibly empty), and
     // the `kernel_param` that `handlers` requires.
-    let (bytes, handlers) = unsafe { (CStr::from_char_ptr(value).as_bytes(), handlers(param)) };
+    let (bytes, handlers) = unsafe {
+        (
+            core::ffi::CStr::from_ptr(value.cast()).to_bytes(),
+            handlers(param),
+        )
+    };
     errno_of((handlers.store)(bytes))
 }
 

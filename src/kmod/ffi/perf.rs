@@ -14,12 +14,14 @@ use super::task_work::{task_work_add, DEFERRED_IN_FLIGHT};
 use super::{KernelOwned, MAX_CPUS};
 
 extern "C" {
-    fn perf_event_create_kernel_counter(
-        attr: *mut PerfEventAttr,
+    /// glue.c: a per-CPU `PERF_TYPE_RAW` counter of `config`, sampling at `sample_freq`
+    /// with overflows to `handler`, or pinned and counting only without one. C builds the
+    /// `struct perf_event_attr`, whose size grows with the kernel.
+    fn amd_sld_perf_counter_create(
         cpu: c_int,
-        task: *mut c_void,
+        config: u64,
+        sample_freq: u64,
         handler: Option<OverflowHandler>,
-        context: *mut c_void,
     ) -> *mut bindings::perf_event;
     fn perf_event_release_kernel(event: *mut bindings::perf_event) -> c_int;
     fn perf_event_read_value(
@@ -79,25 +81,6 @@ type OverflowHandler = unsafe extern "C" fn(
     *mut PerfSampleDataHead,
     *mut bindings::pt_regs,
 );
-
-/// `struct perf_event_attr` (include/uapi/linux/perf_event.h, `PERF_ATTR_SIZE_VER8`): a
-/// userspace ABI, so its layout is stable; glue.c checks the offsets used here.
-#[repr(C)]
-struct PerfEventAttr {
-    type_: u32,
-    size: u32,
-    config: u64,
-    sample_period_or_freq: u64,
-    sample_type: u64,
-    read_format: u64,
-    flags: u64,
-    wakeup_events: u32,
-    bp_type: u32,
-    bp_addr_or_config1: u64,
-    bp_len_or_config2: u64,
-    /// `branch_sample_type` to `config3`, all zero here.
-    rest: [u64; 8],
-}
 
 /// The first fields of `struct perf_sample_data`; glue.c checks the offset of `period`.
 #[repr(C)]
@@ -184,31 +167,10 @@ fn create(
     handler: Option<OverflowHandler>,
     sample_freq: u64,
 ) -> Result<*mut bindings::perf_event> {
-    let (sample_period_or_freq, flags) = match handler {
-        Some(_) => (sample_freq, crate::pmu::PERF_ATTR_FLAG_FREQ),
-        None => (0, crate::pmu::PERF_ATTR_FLAG_PINNED),
-    };
-    let mut attr = PerfEventAttr {
-        type_: crate::pmu::PERF_TYPE_RAW,
-        size: core::mem::size_of::<PerfEventAttr>() as u32,
-        config: raw_config,
-        sample_period_or_freq,
-        sample_type: 0,
-        read_format: 0,
-        flags,
-        wakeup_events: 0,
-        bp_type: 0,
-        bp_addr_or_config1: 0,
-        bp_len_or_config2: 0,
-        rest: [0; 8],
-    };
-    // SAFETY: `attr` is a valid, fully initialised attribute that perf copies; a null task
-    // and a CPU number make a per-CPU counter; the handler, if any, has the overflow
+    // SAFETY: a CPU number makes a per-CPU counter; the handler, if any, has the overflow
     // signature and lives as long as the module, which releases every counter before it
     // goes.
-    let event = unsafe {
-        perf_event_create_kernel_counter(&mut attr, cpu, ptr::null_mut(), handler, ptr::null_mut())
-    };
+    let event = unsafe { amd_sld_perf_counter_create(cpu, raw_config, sample_freq, handler) };
     from_err_ptr(event)
 }
 

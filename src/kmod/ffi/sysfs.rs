@@ -2,14 +2,23 @@
 
 //! /sys/kernel/amd_sld.
 
+use core::ffi::CStr;
 use core::fmt;
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use kernel::bindings;
 use kernel::error::{code, to_result, Result};
-use kernel::ffi::c_char;
-use kernel::str::CStr;
+use kernel::ffi::{c_char, c_int};
+
+// glue.c: `sysfs_create_group()` of a static group with these `attrs`. (In C: bindgen's
+// view of `struct attribute_group` moves `attrs` into an anonymous union in later kernels.)
+extern "C" {
+    fn amd_sld_sysfs_create_group(
+        kobj: *mut bindings::kobject,
+        attrs: *mut *mut bindings::attribute,
+    ) -> c_int;
+}
 
 use super::KernelOwned;
 use crate::fmtbuf::SliceWriter;
@@ -108,14 +117,6 @@ stat_attributes!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
 static STAT_ATTRIBUTE_LIST: KernelOwned<[*mut bindings::attribute; MAX_FILES + 1]> =
     KernelOwned::new([ptr::null_mut(); MAX_FILES + 1]);
 
-static STAT_GROUP: KernelOwned<bindings::attribute_group> =
-    KernelOwned::new(bindings::attribute_group {
-        attrs: STAT_ATTRIBUTE_LIST.get().cast(),
-        // SAFETY: a group with no name, no visibility callbacks and no binary attributes is
-        // the all-zero value apart from `attrs`.
-        ..unsafe { core::mem::zeroed() }
-    });
-
 /// A directory in `/sys/kernel` with one read-only file per [`StatFile`] of a table.
 ///
 /// # Invariants
@@ -151,7 +152,7 @@ impl SysfsDir {
             // or writes them. `index < MAX_FILES`, inside the list of `MAX_FILES + 1`.
             unsafe {
                 if let Some(file) = files.get(index) {
-                    (*attribute).attr.name = file.name.as_char_ptr();
+                    (*attribute).attr.name = file.name.as_ptr().cast();
                     (*attribute).attr.mode = file.mode;
                     (*list)[index] = attribute.cast();
                 } else {
@@ -162,15 +163,16 @@ impl SysfsDir {
         FILES_LEN.store(files.len(), Ordering::Relaxed);
         FILES.store(files.as_ptr().cast_mut(), Ordering::Release);
         // SAFETY: `name` is a static C string; `kernel_kobj` is /sys/kernel, alive forever.
-        let kobj =
-            unsafe { bindings::kobject_create_and_add(name.as_char_ptr(), bindings::kernel_kobj) };
+        let kobj = unsafe {
+            bindings::kobject_create_and_add(name.as_ptr().cast(), bindings::kernel_kobj)
+        };
         let Some(kobj) = NonNull::new(kobj) else {
             TAKEN.store(false, Ordering::Release);
             return Err(code::ENOMEM);
         };
         let dir = SysfsDir { kobj };
-        // SAFETY: `kobj` is live; the group and its attributes are statics.
-        to_result(unsafe { bindings::sysfs_create_group(dir.kobj.as_ptr(), STAT_GROUP.get()) })?;
+        // SAFETY: `kobj` is live; the NULL-terminated list and its attributes are statics.
+        to_result(unsafe { amd_sld_sysfs_create_group(dir.kobj.as_ptr(), list.cast()) })?;
         Ok(dir)
     }
 }

@@ -12,25 +12,20 @@ extern "C" {
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).
 pub(crate) const COMM_LEN: usize = 16;
 
-/// The current task's name, NUL-padded, read as `get_task_comm()` does: under the task
-/// lock, so a concurrent rename (`prctl(PR_SET_NAME)`, exec) cannot tear it. Process
-/// context or interrupts off, not NMI (the lock is a spinlock): see [`current_comm_in_nmi`].
+/// The current task's name, NUL-terminated and NUL-padded, read as `get_task_comm()` reads
+/// it since Linux 6.13 (include/linux/sched.h): a copy without the task lock, padded after
+/// the first NUL. `__set_task_comm()` writes the name with `strscpy_pad()`, so it is always
+/// terminated; a rename racing with the copy can mix two names, which upstream accepts
+/// ("User space can randomly change their names anyway, so locking for readers doesn't
+/// make sense"). Lock-free, hence safe in any context, NMI included, and the same on every
+/// kernel.
 pub(crate) fn current_comm() -> [u8; COMM_LEN] {
-    let mut comm = [0u8; COMM_LEN];
-    // SAFETY: `current` is valid while it runs; `comm` has `COMM_LEN` bytes, which
-    // `__get_task_comm()` fills NUL-terminated and padded under `task_lock(current)`.
-    unsafe {
-        bindings::__get_task_comm(comm.as_mut_ptr().cast(), COMM_LEN, bindings::get_current())
-    };
+    // SAFETY: `current` is valid while it runs; `comm` is a fixed array of `COMM_LEN` bytes.
+    let mut comm = unsafe { (*bindings::get_current()).comm };
+    if let Some(end) = comm.iter().position(|&byte| byte == 0) {
+        comm[end..].fill(0);
+    }
     comm
-}
-
-/// The current task's name, NUL-padded, for NMI context, where the task lock cannot be
-/// taken: a plain copy, which a concurrent rename can tear (as perf's own `comm` reads).
-pub(crate) fn current_comm_in_nmi() -> [u8; COMM_LEN] {
-    // SAFETY: `current` is valid while it runs; `comm` is a fixed array that is always
-    // NUL-terminated.
-    unsafe { (*bindings::get_current()).comm }
 }
 
 /// The current task's thread ID and thread-group ID.

@@ -35,9 +35,14 @@ pub fn write<W: fmt::Write>(out: &mut W, cpus: impl IntoIterator<Item = u32>) ->
     }
 }
 
+/// A cpulist that is not one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Malformed;
+
 /// Calls `visit` for every CPU of a cpulist, in the order written; a trailing newline is
-/// allowed. Returns `Err(())` on malformed input, after visiting the CPUs before the error.
-pub fn parse(text: &str, mut visit: impl FnMut(u32)) -> Result<(), ()> {
+/// allowed. Returns `Err(Malformed)` on malformed input, after visiting the CPUs before the
+/// error.
+pub fn parse(text: &str, mut visit: impl FnMut(u32)) -> Result<(), Malformed> {
     let text = text.strip_suffix('\n').unwrap_or(text);
     if text.is_empty() {
         return Ok(());
@@ -51,18 +56,18 @@ pub fn parse(text: &str, mut visit: impl FnMut(u32)) -> Result<(), ()> {
             }
         };
         if start > end {
-            return Err(());
+            return Err(Malformed);
         }
         (start..=end).for_each(&mut visit);
     }
     Ok(())
 }
 
-fn number(text: &str) -> Result<u32, ()> {
+fn number(text: &str) -> Result<u32, Malformed> {
     if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(());
+        return Err(Malformed);
     }
-    text.parse().map_err(|_| ())
+    text.parse().map_err(|_| Malformed)
 }
 
 #[cfg(test)]
@@ -93,7 +98,7 @@ mod tests {
         assert_eq!(parse("0-2,5\n", |c| seen.push(c)), Ok(()));
         assert_eq!(seen, [0, 1, 2, 5]);
         for bad in ["3-1", "a", "1,", ",1", "1--2", "-1", " 1"] {
-            assert_eq!(parse(bad, |_| {}), Err(()), "{bad:?}");
+            assert_eq!(parse(bad, |_| {}), Err(Malformed), "{bad:?}");
         }
     }
 

@@ -180,7 +180,7 @@ impl<const N: usize> EventLog<N> {
         let slot = &self.slots[(seq % N as u64) as usize];
         let claimed = 2 * seq + 1;
         let current = slot.sequence.load(Ordering::Relaxed);
-        let free = current % 2 == 0 && current < claimed;
+        let free = current & 1 == 0 && current < claimed;
         if !free
             || slot
                 .sequence

@@ -109,7 +109,7 @@ impl ArmedCpus {
                 list: list.to_owned(),
                 count,
             },
-            Err(()) => ArmedCpus::Malformed(list.to_owned()),
+            Err(cpulist::Malformed) => ArmedCpus::Malformed(list.to_owned()),
         }
     }
 }

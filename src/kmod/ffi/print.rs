@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The kernel log: `pr_info!`, `pr_warn!` and `pr_err!` for the whole crate.
+//!
+//! Imported by name (`use crate::ffi::pr_info;`), they shadow the `kernel` prelude's
+//! macros of the same names, which from 6.18 on format
+//! their arguments through `kernel::fmt::Display` instead of `core::fmt::Display` (and
+//! so reject this crate's types). These take `core::fmt` arguments on every kernel and
+//! print them through the same `_printk()` call as the `kernel` crate's own.
+
+use kernel::print::{call_printk, format_strings};
+
+/// A kernel log level.
+#[derive(Clone, Copy)]
+pub(crate) enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+/// The `%s` of the log prefix: the module name, NUL-terminated (what `module!` generates
+/// as `__LOG_PREFIX`).
+const LOG_PREFIX: &[u8] = b"amd_sld\0";
+
+/// Prints `args` at `level`, prefixed "amd_sld: ".
+pub(crate) fn print(level: Level, args: core::fmt::Arguments<'_>) {
+    let format = match level {
+        Level::Info => &format_strings::INFO,
+        Level::Warning => &format_strings::WARNING,
+        Level::Error => &format_strings::ERR,
+    };
+    // SAFETY: `format` is one of the kernel crate's fixed format strings, which take a
+    // NUL-terminated prefix and a `fmt::Arguments`; `LOG_PREFIX` is NUL-terminated.
+    unsafe { call_printk(format, LOG_PREFIX, args) };
+}
+
+/// Prints an info-level message, as the kernel crate's `pr_info!`.
+macro_rules! pr_info {
+    ($($arg:tt)+) => {
+        $crate::ffi::print($crate::ffi::Level::Info, format_args!($($arg)+))
+    };
+}
+
+/// Prints a warning-level message, as the kernel crate's `pr_warn!`.
+macro_rules! pr_warn {
+    ($($arg:tt)+) => {
+        $crate::ffi::print($crate::ffi::Level::Warning, format_args!($($arg)+))
+    };
+}
+
+/// Prints an error-level message, as the kernel crate's `pr_err!`.
+macro_rules! pr_err {
+    ($($arg:tt)+) => {
+        $crate::ffi::print($crate::ffi::Level::Error, format_args!($($arg)+))
+    };
+}
+
+pub(crate) use {pr_err, pr_info, pr_warn};
