@@ -87,11 +87,13 @@ struct AmdSld {
 
 impl kernel::Module for AmdSld {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // Read before the parameter lock: see `params::BootCommandLine`.
+        let boot_command_line = params::read_boot_command_line();
         // Held until `init` returns, also while an error drops what was set up: nothing
         // that runs then may wait for this lock (the files' `show()`s do not take it).
         let _param_lock = ffi::ParamLock::lock(module);
         let source = control::choose_source().map_err(refuse)?;
-        params::start_from_boot_option();
+        params::start_from_boot_option(boot_command_line);
         let sysfs = ffi::SysfsDir::create(c"amd_sld", &FILES)?;
         let throttle_drain = ThrottleDrain;
         let trap_hook = ffi::DebugTrapHook::register::<Trap>()?;

@@ -73,10 +73,30 @@ fn apply(new: Policy) -> Result {
     Ok(())
 }
 
-/// At load, before anything is armed: without `split_lock_detect=` at insmod, the policy
-/// starts from the kernel's own `split_lock_detect=` boot option, as the kernel would have
-/// applied it, rather than from `warn`. Logs where the policy came from.
-pub(crate) fn start_from_boot_option() {
+/// The kernel command line, read at load before the parameter lock is taken: reading
+/// /proc/cmdline takes its seq_file lock, and a reader of this module's parameters holds
+/// a sysfs seq_file lock while it waits for the parameter lock (lockdep:
+/// `param_lock -> seq_file lock -> kernfs of->mutex -> param_lock`).
+pub(crate) struct BootCommandLine(Result<(KVec<u8>, usize)>);
+
+/// Reads the kernel command line; process context, no lock held.
+pub(crate) fn read_boot_command_line() -> BootCommandLine {
+    // COMMAND_LINE_SIZE is 2048 on x86; bootconfig can add to the line /proc shows.
+    BootCommandLine(
+        KVec::from_elem(0u8, 4096, flags::GFP_KERNEL)
+            .map_err(|_| code::ENOMEM)
+            .and_then(|mut line| {
+                let len = ffi::read_boot_command_line(&mut line)?;
+                Ok((line, len))
+            }),
+    )
+}
+
+/// At load, with the parameter lock held, before anything is armed: without
+/// `split_lock_detect=` at insmod, the policy starts from the kernel's own
+/// `split_lock_detect=` boot option, as the kernel would have applied it, rather than from
+/// `warn`. Logs where the policy came from.
+pub(crate) fn start_from_boot_option(boot: BootCommandLine) {
     if control::policy_given() {
         pr_info!(
             "split_lock_detect={} from the module parameter\n",
@@ -84,13 +104,8 @@ pub(crate) fn start_from_boot_option() {
         );
         return;
     }
-    // COMMAND_LINE_SIZE is 2048 on x86; bootconfig can add to the line /proc shows.
-    let Ok(mut line) = KVec::from_elem(0u8, 4096, flags::GFP_KERNEL) else {
-        pr_warn!("no memory to read the kernel command line: split_lock_detect=warn\n");
-        return;
-    };
-    let len = match ffi::read_boot_command_line(&mut line) {
-        Ok(len) => len,
+    let (line, len) = match boot.0 {
+        Ok(read) => read,
         Err(error) => {
             pr_warn!(
                 "cannot read /proc/cmdline ({:?}): split_lock_detect={}\n",
