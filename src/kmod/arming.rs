@@ -4,9 +4,13 @@
 //! Bus Lock Detect (DEBUGCTL bit 2, put back as it was found), or a PMU counter (released,
 //! its count folded into `bus_locks`).
 //!
-//! Arming and disarming happen only in the CPU hotplug callbacks or with the CPU hotplug
-//! lock held for reading ([`CpusReadLocked`]); the two exclude each other, so a CPU's slot
-//! is never written by two threads at once.
+//! Arming and disarming happen in three places, never two at once on one CPU: the CPU
+//! hotplug callbacks of a CPU coming or going (the hotplug lock held for writing); the same
+//! callbacks run for every CPU by `init` and module exit when they set up and remove the
+//! hotplug state (only the hotplug lock for reading); and a parameter write (the parameter
+//! lock and [`CpusReadLocked`]). `init` holds the parameter lock throughout, and exit first
+//! enters `Phase::Stopping` under it, after which writes are refused. The PMU counters'
+//! own mutex (`ffi::CountersLocked`) also guards them against readers of `bus_locks`.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,11 +2,11 @@
 
 //! What happens when the PMU reports bus locks: the policy, applied to the sampled task.
 //!
-//! [`on_sample`] runs in the counter's overflow handler, in NMI context (a breakpoint's #DB
-//! in the test build): it may only use atomics. Everything else (the log line, SIGBUS, the
-//! sleep of `ratelimit:N`) is deferred to [`on_return`], which runs in the sampled task
-//! itself on its way back to user mode or into its guest: the task attributed is the task
-//! that was running when the counter overflowed, whatever ran on that CPU since.
+//! [`on_sample`] runs in the counter's overflow handler, in NMI context: it may only use
+//! atomics. Everything else (the log line, SIGBUS, the sleep of `ratelimit:N`) is deferred
+//! to [`on_return`], which runs in the sampled task itself on its way back to user mode or
+//! into its guest: the task attributed is the task that was running when the counter
+//! overflowed, whatever ran on that CPU since.
 
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};

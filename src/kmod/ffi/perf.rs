@@ -119,7 +119,7 @@ pub(crate) struct NmiWork {
 
 /// What a counter's overflows do.
 pub(crate) trait PmuHandler {
-    /// A counter overflowed. NMI context (a breakpoint's #DB in a test build): atomics only.
+    /// A counter overflowed. NMI context: atomics only.
     fn on_sample(sample: &Sample);
     /// Work queued by [`defer_from_nmi::<Self>`] runs in the sampled task, in process
     /// context, before it returns to user or guest mode.
