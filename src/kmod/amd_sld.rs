@@ -71,11 +71,15 @@ struct Running {
 }
 
 /// Dropped after the trap hook is gone: waits until no throttled task sleeps in, or is
-/// about to return through, this module's code.
+/// about to return through, this module's code. Enters [`control::Phase::Stopping`] first
+/// (already done at unload; not yet when a failed load unwinds), so that a throttled task
+/// stops waiting for its slot instead of sleeping out a booking of up to a second per
+/// sample while the failing `init` holds the parameter lock.
 struct ThrottleDrain;
 
 impl Drop for ThrottleDrain {
     fn drop(&mut self) {
+        control::stop();
         ffi::wait_for_deferred_work();
     }
 }

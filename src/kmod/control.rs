@@ -58,7 +58,8 @@ pub(crate) fn start() {
     PHASE.store(Phase::Running as u8, Ordering::Release);
 }
 
-/// Enters [`Phase::Stopping`]. Called at unload with the parameter lock held.
+/// Enters [`Phase::Stopping`]. Called at unload, and when a failed load unwinds, with the
+/// parameter lock held.
 pub(crate) fn stop() {
     PHASE.store(Phase::Stopping as u8, Ordering::Release);
 }

@@ -376,8 +376,8 @@ fn current_task() -> usize {
 
 /// Arranges for `H::on_return(work)` to run in the current task before it next
 /// returns to user mode or enters its guest. NMI-safe: merges into the task's pending work
-/// if it has one (a task only ever runs on one CPU, so that work cannot be running now),
-/// else takes a free slot. Fails if every slot is taken or the task is exiting.
+/// if it has one (the only race is with that very work starting in the interrupted task,
+/// which closes its slot before it reads it), else takes a free slot. Fails if every slot is taken or the task is exiting.
 pub(crate) fn defer_from_nmi<H: PmuHandler>(work: &NmiWork) -> Result {
     let me = current_task();
     let run: unsafe extern "C" fn(*mut bindings::callback_head) = run_deferred_from_nmi::<H>;
@@ -434,8 +434,10 @@ unsafe extern "C" fn run_deferred_from_nmi<H: PmuHandler>(head: *mut bindings::c
         return;
     };
     // Closed first: a sample arriving from now on queues a new work rather than merging
-    // into this one after it was read.
-    slot.task.store(0, Ordering::Release);
+    // into this one after it was read. Acquire keeps the reads below after the close (a
+    // Release store alone would let them move above it, and an NMI in between would merge
+    // a count, or a kill, into fields already read).
+    slot.task.swap(0, Ordering::AcqRel);
     let work = NmiWork {
         count: slot.count.load(Ordering::Relaxed),
         severity: slot.action.load(Ordering::Relaxed),
