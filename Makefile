@@ -11,7 +11,11 @@ kdir_id := $(shell printf '%s' "$(abspath $(KDIR))" | md5sum | cut -c1-8)
 BUILD := build/default-$(kdir_id)
 KO := amd_sld.ko
 
-MODULE_SOURCES := Kbuild $(sort $(wildcard src/kmod/*.rs src/kmod/*/*.rs src/kmod/*.c src/logic/src/*.rs))
+MODULE_SOURCES := Kbuild $(sort $(wildcard src/kmod/*.rs src/kmod/*/*.rs src/kmod/*.c src/logic/src/*.rs \
+	src/kmod/ffi/standalone/*))
+# A kernel without CONFIG_RUST gets the same crate over src/kmod/ffi/standalone, built by
+# scripts/standalone-build (Kbuild's header explains both ways).
+STANDALONE := $(if $(shell grep -sx 'CONFIG_RUST=y' $(KDIR)/.config),,y)
 # A kernel built with clang (the debug flavour: KASAN with Rust) needs its modules built by clang.
 KCC := $(if $(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),clang)
 KBUILD_VARS := $(if $(KCC),CC=$(KCC)) RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
@@ -21,13 +25,18 @@ KBUILD_VARS := $(if $(KCC),CC=$(KCC)) RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY
 
 all module: $(KO)
 
-$(KO): $(MODULE_SOURCES) Makefile
-	@scripts/check-kdir "$(KDIR)" "$(KRUSTC)"
+$(KO): $(MODULE_SOURCES) Makefile scripts/standalone-build $(wildcard scripts/standalone/*)
+	@[ -f "$(KDIR)/.config" ] || { echo "error: $(KDIR) is not a configured kernel build tree (set KDIR)" >&2; exit 1; }
+	@$(if $(STANDALONE),,scripts/check-kdir "$(KDIR)" "$(KRUSTC)")
 	@mkdir -p $(BUILD) $(dir $(KO))
 	@# A source file removed or renamed since the last build must not linger in the copy.
 	@rm -rf $(BUILD)/src
 	@cp -p --parents $(MODULE_SOURCES) $(BUILD)/
+ifeq ($(STANDALONE),y)
+	RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) AMD_SLD_WERROR=$(WERROR) scripts/standalone-build all $(KDIR) $(BUILD)
+else
 	$(MAKE) -C $(KDIR) M=$(abspath $(BUILD)) $(KBUILD_VARS) modules
+endif
 	cp $(BUILD)/amd_sld.ko $@
 
 setup:

@@ -20,7 +20,15 @@
 #include <linux/smp.h>
 #include <linux/stddef.h>
 #include <linux/task_work.h>
+#include <linux/freezer.h>
 #include <linux/hrtimer.h>
+#include <linux/irq_work.h>
+#include <linux/percpu.h>
+#if __has_include(<linux/resume_user_mode.h>)
+#include <linux/resume_user_mode.h> /* set_notify_resume(), 5.18 on */
+#else
+#include <linux/tracehook.h>
+#endif
 #include <linux/sysfs.h>
 #include <asm/cpufeature.h>
 #include <asm/kdebug.h>
@@ -121,6 +129,13 @@ struct perf_event *amd_sld_perf_counter_create(int cpu, u64 config, u64 sample_f
 	return perf_event_create_kernel_counter(&attr, cpu, NULL, handler, NULL);
 }
 
+/* user_mode() is a static inline; pt_regs' cs moved into a union with FRED (6.9). */
+bool amd_sld_user_mode(const struct pt_regs *regs);
+bool amd_sld_user_mode(const struct pt_regs *regs)
+{
+	return user_mode((struct pt_regs *)regs); /* const only from 6.2 on; it only reads */
+}
+
 unsigned int amd_sld_this_cpu(void);
 unsigned int amd_sld_this_cpu(void)
 {
@@ -155,8 +170,13 @@ int amd_sld_perf_event_state(struct perf_event *event)
 int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns);
 int amd_sld_sleep_killable_until(ktime_t expires, u64 slack_ns)
 {
+#ifdef TASK_FREEZABLE
 	set_current_state(TASK_KILLABLE | TASK_FREEZABLE);
 	return schedule_hrtimeout_range(&expires, slack_ns, HRTIMER_MODE_ABS);
+#else /* before 6.1: the freezer skips the task while it sleeps, and freezes it after */
+	set_current_state(TASK_KILLABLE);
+	return freezable_schedule_hrtimeout_range(&expires, slack_ns, HRTIMER_MODE_ABS);
+#endif
 }
 
 /* The counters' mutex (src/kmod/ffi/perf.rs CountersLocked); mutex_lock() is a macro. */
@@ -180,6 +200,48 @@ void amd_sld_counters_unlock(void)
 	mutex_unlock(&amd_sld_counters_mutex);
 }
 
+/*
+ * Task work for current, queued from NMI context: TWA_NMI_CURRENT since 6.11. Before, the
+ * same as kernel/task_work.c does it since: queue without notification (TWA_NONE only
+ * links the work, which is NMI-safe), then raise TIF_NOTIFY_RESUME from an irq_work,
+ * whose self-IPI arrives as soon as the NMI returns and makes the return to user mode
+ * run the work (an NMI's own return does not look at TIF flags).
+ */
+#ifndef AMD_SLD_HAVE_TWA_NMI_CURRENT
+static void amd_sld_nmi_resume(struct irq_work *work)
+{
+	set_notify_resume(current);
+}
+
+static DEFINE_PER_CPU(struct irq_work, amd_sld_nmi_resume_work) = { .func = amd_sld_nmi_resume };
+#endif
+
+int amd_sld_task_work_add_from_nmi(struct callback_head *work);
+int amd_sld_task_work_add_from_nmi(struct callback_head *work)
+{
+#ifdef AMD_SLD_HAVE_TWA_NMI_CURRENT
+	return task_work_add(current, work, TWA_NMI_CURRENT);
+#else
+	int status = task_work_add(current, work, TWA_NONE);
+
+	if (!status)
+		irq_work_queue(this_cpu_ptr(&amd_sld_nmi_resume_work));
+	return status;
+#endif
+}
+
+/* Waits until no irq_work of amd_sld_task_work_add_from_nmi() can still run. */
+void amd_sld_task_work_from_nmi_sync(void);
+void amd_sld_task_work_from_nmi_sync(void)
+{
+#ifndef AMD_SLD_HAVE_TWA_NMI_CURRENT
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		irq_work_sync(per_cpu_ptr(&amd_sld_nmi_resume_work, cpu));
+#endif
+}
+
 /* A macro for synchronize_rcu() on kernels without CONFIG_TASKS_RCU. */
 void amd_sld_synchronize_rcu_tasks(void);
 void amd_sld_synchronize_rcu_tasks(void)
@@ -190,8 +252,6 @@ void amd_sld_synchronize_rcu_tasks(void)
 /* Declared by hand in src/kmod/ffi/: keep these in step. */
 static_assert(DIE_DEBUG == 3);
 static_assert(TWA_RESUME == 1);
-static_assert(TWA_NMI_CURRENT == 4);
-static_assert(offsetof(struct perf_sample_data, period) == 8);
 static_assert(PERF_TYPE_RAW == 4);
 static_assert(PERF_EVENT_STATE_INACTIVE == 0 && PERF_EVENT_STATE_ERROR < 0 &&
 	      PERF_EVENT_STATE_OFF < 0);

@@ -72,10 +72,8 @@ unsafe extern "C" fn on_die<N: DieNotifier>(
     // SAFETY: for DIE_DEBUG, `regs` is the trapped context on the exception stack, which
     // nothing else touches while the notifier chain runs on this CPU.
     let regs = unsafe { &mut *args.regs };
-    // user_mode(): kernel-mode #DB runs in NMI-like context, where amd_sld does nothing.
-    // SAFETY: every variant of the union is a plain integer; bits 0-1 are the CPL.
-    let cs = unsafe { regs.__bindgen_anon_1.csx };
-    if cs & 3 != 3 {
+    // Kernel-mode #DB runs in NMI-like context, where amd_sld does nothing.
+    if !super::user_mode(regs) {
         return NOTIFY_DONE;
     }
     // SAFETY: `exc_debug_user()` passes `&dr6` of its own frame as `err` (`notify_debug()`),

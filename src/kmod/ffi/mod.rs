@@ -71,6 +71,17 @@ impl<T> KernelOwned<T> {
     }
 }
 
+extern "C" {
+    fn amd_sld_user_mode(regs: *const bindings::pt_regs) -> bool;
+}
+
+/// Whether `regs` were interrupted in user mode: `user_mode()`, which reads `cs` from a
+/// field whose shape changed with FRED (6.9).
+fn user_mode(regs: &bindings::pt_regs) -> bool {
+    // SAFETY: `regs` is a live reference; `user_mode()` only reads it.
+    unsafe { amd_sld_user_mode(regs) }
+}
+
 fn errno_of(result: Result) -> c_int {
     match result {
         Ok(()) => 0,

@@ -8,9 +8,9 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use kernel::bindings;
 use kernel::error::{from_err_ptr, Error, Result};
-use kernel::ffi::{c_int, c_uint, c_ulong, c_void};
+use kernel::ffi::{c_int, c_ulong};
 
-use super::task_work::{task_work_add, DEFERRED_IN_FLIGHT};
+use super::task_work::DEFERRED_IN_FLIGHT;
 use super::{KernelOwned, MAX_CPUS};
 
 extern "C" {
@@ -37,6 +37,9 @@ extern "C" {
     fn amd_sld_counters_lock();
     fn amd_sld_counters_trylock() -> c_int;
     fn amd_sld_counters_unlock();
+    /// glue.c: `task_work_add()` of `current` from NMI context (`TWA_NMI_CURRENT`, or its
+    /// equivalent before 6.11).
+    fn amd_sld_task_work_add_from_nmi(work: *mut bindings::callback_head) -> c_int;
 }
 
 /// Holds the counters' mutex: no counter is started or released meanwhile, so the live
@@ -70,23 +73,20 @@ impl Drop for CountersLocked {
     }
 }
 
-/// `TWA_NMI_CURRENT`: queue task work for `current` from NMI; checked in glue.c.
-const TWA_NMI_CURRENT: c_uint = 4;
 /// `PERF_EVENT_STATE_INACTIVE` of `enum perf_event_state`: states below it (error, off,
 /// exit, dead) count nothing; checked in glue.c.
 const PERF_EVENT_STATE_INACTIVE: c_int = 0;
 
 type OverflowHandler = unsafe extern "C" fn(
     *mut bindings::perf_event,
-    *mut PerfSampleDataHead,
+    *mut PerfSampleData,
     *mut bindings::pt_regs,
 );
 
-/// The first fields of `struct perf_sample_data`; glue.c checks the offset of `period`.
+/// `struct perf_sample_data`, never looked into: its layout changes between kernels.
 #[repr(C)]
-struct PerfSampleDataHead {
-    sample_flags: u64,
-    period: u64,
+struct PerfSampleData {
+    _opaque: [u8; 0],
 }
 
 /// What the overflow handler saw.
@@ -290,7 +290,7 @@ pub(crate) fn read_counters(_locked: &CountersLocked, mut incomplete: impl FnMut
 /// Called by perf only, in NMI (PMU) or #DB (breakpoint) context, with valid arguments.
 unsafe extern "C" fn on_overflow<H: PmuHandler>(
     event: *mut bindings::perf_event,
-    _data: *mut PerfSampleDataHead,
+    _data: *mut PerfSampleData,
     regs: *mut bindings::pt_regs,
 ) {
     // Not the sample period: in frequency mode perf re-programs the period between
@@ -306,8 +306,7 @@ unsafe extern "C" fn on_overflow<H: PmuHandler>(
         });
     // SAFETY: perf passes the interrupted registers, valid for the call.
     let regs = unsafe { &*regs };
-    // SAFETY: every variant of the union is a plain integer; bits 0-1 are the CPL.
-    let user_mode = unsafe { regs.__bindgen_anon_1.csx } & 3 == 3;
+    let user_mode = super::user_mode(regs);
     // SAFETY: `current` is valid in any context; `flags` is a plain integer that only the
     // task itself changes, and it is interrupted.
     let flags = unsafe { (*bindings::get_current()).flags };
@@ -414,9 +413,8 @@ pub(crate) fn defer_from_nmi<H: PmuHandler>(work: &NmiWork) -> Result {
     slot.task.store(me, Ordering::Release);
     slot.state.store(QUEUED, Ordering::Release);
     DEFERRED_IN_FLIGHT.fetch_add(1, Ordering::Acquire);
-    // SAFETY: the slot's head is ours (state was FREE) and static; `current` is valid;
-    // TWA_NMI_CURRENT is the mode for queueing on `current` from NMI context.
-    let status = unsafe { task_work_add(me as *mut c_void, slot.head.get(), TWA_NMI_CURRENT) };
+    // SAFETY: the slot's head is ours (state was FREE) and static; NMI context.
+    let status = unsafe { amd_sld_task_work_add_from_nmi(slot.head.get()) };
     if status != 0 {
         slot.task.store(0, Ordering::Release);
         slot.state.store(FREE, Ordering::Release);

@@ -30,8 +30,12 @@ pub(crate) fn current_comm() -> [u8; COMM_LEN] {
 
 /// The current task's thread ID and thread-group ID.
 pub(crate) fn current_ids() -> (i32, i32) {
-    let task = kernel::current!();
-    (task.pid(), task.group_leader().pid())
+    // SAFETY: `current` is valid while it runs, and so is its group leader (which only
+    // the task itself changes, in exec); `pid` and `tgid` never change.
+    unsafe {
+        let task = bindings::get_current();
+        ((*task).pid, (*(*task).group_leader).pid)
+    }
 }
 
 /// Whether the current task has `CAP_SYS_ADMIN` in the initial user namespace. No audit

@@ -14,12 +14,13 @@ use super::time::msleep;
 
 extern "C" {
     // `task_struct` trips `improper_ctypes` (a zero-sized member): pass it untyped.
-    pub(super) fn task_work_add(
+    fn task_work_add(
         task: *mut c_void,
         work: *mut bindings::callback_head,
         mode: c_uint,
     ) -> c_int;
     fn amd_sld_synchronize_rcu_tasks();
+    fn amd_sld_task_work_from_nmi_sync();
 }
 
 /// `TWA_RESUME` of `enum task_work_notify_mode`; checked in glue.c.
@@ -97,4 +98,7 @@ pub(crate) fn wait_for_deferred_work() {
     // our text: RCU Tasks waits for every task to pass a voluntary context switch.
     // SAFETY: process context, no locks held that RCU Tasks could need.
     unsafe { amd_sld_synchronize_rcu_tasks() };
+    // Before 6.11, NMI work is announced by an irq_work of this module's (glue.c).
+    // SAFETY: process context; the perf counters that queue them are released by now.
+    unsafe { amd_sld_task_work_from_nmi_sync() };
 }
