@@ -21,9 +21,15 @@ KCC := $(if $(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),clang)
 KBUILD_VARS := $(if $(KCC),CC=$(KCC)) RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
 	AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
 
-.PHONY: all module setup kernel check host-test lint vmtest demo stress bench dkms-build install clean help
+.PHONY: all module module-sources setup kernel check host-test lint vmtest demo stress bench dkms-build install clean help
 
 all module: $(KO)
+
+# The copy of the sources a build compiles (scripts/debian-module builds in stages).
+module-sources:
+	@mkdir -p $(BUILD)
+	@rm -rf $(BUILD)/src
+	@cp -p --parents $(MODULE_SOURCES) $(BUILD)/
 
 $(KO): $(MODULE_SOURCES) Makefile scripts/standalone-build $(wildcard scripts/standalone/*)
 	@[ -f "$(KDIR)/.config" ] || { echo "error: $(KDIR) is not a configured kernel build tree (set KDIR)" >&2; exit 1; }

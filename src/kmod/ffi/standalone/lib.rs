@@ -143,6 +143,18 @@ macro_rules! module {
 
         // `used(compiler)`: a plain `#[used]` marks the section SHF_GNU_RETAIN, and the
         // linker would then keep it apart from C's `.modinfo`, where modpost looks.
+        // Address-taken, as C's module_init() makes them: with IBT, objtool checks that an
+        // ENDBR function is a real indirect call target.
+        #[doc(hidden)]
+        #[used(compiler)]
+        #[link_section = ".init.data"]
+        static __UNIQUE_ID___addressable_init_module: extern "C" fn() -> $crate::ffi::c_int =
+            init_module;
+        #[doc(hidden)]
+        #[used(compiler)]
+        #[link_section = ".exit.data"]
+        static __UNIQUE_ID___addressable_cleanup_module: extern "C" fn() = cleanup_module;
+
         const _: () = {
             const LICENSE: &str = concat!("license=", $license, "\0");
             const DESCRIPTION: &str = concat!("description=", $description, "\0");
