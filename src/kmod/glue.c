@@ -213,7 +213,12 @@ static void amd_sld_nmi_resume(struct irq_work *work)
 	set_notify_resume(current);
 }
 
-static DEFINE_PER_CPU(struct irq_work, amd_sld_nmi_resume_work) = { .func = amd_sld_nmi_resume };
+/*
+ * Zero-initialised: the module loader does not apply relocations to a module's per-CPU
+ * data (layout_and_allocate() clears its SHF_ALLOC), so `.func` is stored at each use;
+ * every store writes the same value, and an all-zero irq_work is otherwise a fresh one.
+ */
+static DEFINE_PER_CPU(struct irq_work, amd_sld_nmi_resume_work);
 #endif
 
 int amd_sld_task_work_add_from_nmi(struct callback_head *work);
@@ -222,10 +227,13 @@ int amd_sld_task_work_add_from_nmi(struct callback_head *work)
 #ifdef AMD_SLD_HAVE_TWA_NMI_CURRENT
 	return task_work_add(current, work, TWA_NMI_CURRENT);
 #else
+	struct irq_work *resume = this_cpu_ptr(&amd_sld_nmi_resume_work);
 	int status = task_work_add(current, work, TWA_NONE);
 
-	if (!status)
-		irq_work_queue(this_cpu_ptr(&amd_sld_nmi_resume_work));
+	if (!status) {
+		WRITE_ONCE(resume->func, amd_sld_nmi_resume);
+		irq_work_queue(resume);
+	}
 	return status;
 #endif
 }
