@@ -30,8 +30,6 @@ pub mod escape;
 pub mod eventlog;
 #[path = "../logic/src/fmtbuf.rs"]
 pub mod fmtbuf;
-#[path = "../logic/src/modlist.rs"]
-pub mod modlist;
 #[path = "../logic/src/pmu.rs"]
 pub mod pmu;
 #[path = "../logic/src/policy.rs"]
@@ -225,7 +223,9 @@ impl ffi::RebootHandler for Shutdown {
 
 /// On a kernel whose KVM runs guests with the host's DEBUGCTL, watches `kvm_amd` come and
 /// go (`KvmWatch`), then looks whether it is already there: registered first, so that a
-/// `kvm_amd` the look misses (its COMING notification still to come) is seen by the watch.
+/// `kvm_amd` the look misses is seen by the watch, at COMING if it is still to come, else
+/// at LIVE (its COMING ran before the registration and its /sys/module directory did not
+/// exist yet when we looked: see `params::on_kvm_amd_live`).
 /// Registered and unregistered without the parameter lock, which the watch's callback takes
 /// (registering and unregistering wait for a running callback). `None` where KVM keeps the
 /// host's DEBUGCTL out of guests: there `kvm_amd` changes nothing.
@@ -234,7 +234,6 @@ fn watch_kvm_amd() -> Result<Option<ffi::ModuleWatch>> {
         return Ok(None);
     }
     let watch = ffi::ModuleWatch::register::<KvmWatch>()?;
-    // No parameter lock here: /proc/modules is a seq_file (see `params::BootCommandLine`).
     let found = ffi::module_present(hw::KVM_AMD).unwrap_or_else(|error| {
         pr_warn!(
             "cannot tell whether kvm_amd is loaded ({:?}): taking it as loaded\n",
@@ -257,6 +256,13 @@ impl ffi::ModuleHandler for KvmWatch {
         }
         let _param_lock = ffi::ParamLock::lock(&THIS_MODULE);
         params::on_kvm_amd_coming()
+    }
+
+    fn live(name: &[u8]) {
+        if name == hw::KVM_AMD.to_bytes() {
+            let _param_lock = ffi::ParamLock::lock(&THIS_MODULE);
+            params::on_kvm_amd_live();
+        }
     }
 
     fn going(name: &[u8]) {

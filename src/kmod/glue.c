@@ -198,7 +198,7 @@ const char *amd_sld_module_name(const struct module *mod)
 /* Declared by hand in src/kmod/ffi/: keep these in step. */
 static_assert(DIE_DEBUG == 3);
 /* src/kmod/ffi/modules.rs. */
-static_assert(MODULE_STATE_COMING == 1 && MODULE_STATE_GOING == 2);
+static_assert(MODULE_STATE_LIVE == 0 && MODULE_STATE_COMING == 1 && MODULE_STATE_GOING == 2);
 static_assert(NOTIFY_DONE == 0 && NOTIFY_OK == 1 && NOTIFY_STOP_MASK == 0x8000);
 static_assert(TWA_RESUME == 1);
 static_assert(TWA_NMI_CURRENT == 4);

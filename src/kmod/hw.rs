@@ -24,6 +24,11 @@ pub(crate) fn note_kvm_amd_found(found: bool) {
     KVM_AMD_LOADED.fetch_or(found, Ordering::AcqRel);
 }
 
+/// Whether `kvm_amd` is loaded, as far as amd_sld has seen.
+pub(crate) fn kvm_amd_loaded() -> bool {
+    KVM_AMD_LOADED.load(Ordering::Acquire)
+}
+
 /// Notes that `kvm_amd` came (its COMING was let pass) or went.
 pub(crate) fn set_kvm_amd_loaded(loaded: bool) {
     KVM_AMD_LOADED.store(loaded, Ordering::Release);
@@ -37,7 +42,7 @@ pub(crate) fn facts() -> Facts {
         bus_lock_detect: x86::has_bus_lock_detect(cpuid_7_ecx),
         kernel_arms_amd_bus_lock: crate::ffi::KERNEL_ARMS_AMD_BUS_LOCK,
         kvm_keeps_host_debugctl_out_of_guests: crate::ffi::KVM_KEEPS_HOST_DEBUGCTL_OUT_OF_GUESTS,
-        kvm_amd_loaded: KVM_AMD_LOADED.load(Ordering::Acquire),
+        kvm_amd_loaded: kvm_amd_loaded(),
     }
 }
 

@@ -252,6 +252,32 @@ pub(crate) fn on_kvm_amd_coming() -> Result {
     Ok(())
 }
 
+/// `kvm_amd` finished its init (LIVE). Normally already seen at COMING or at load; if not,
+/// its COMING ran before amd_sld's load registered the watch, and its /sys/module directory
+/// did not exist yet when the load looked: too late to refuse it, so the trap gives way to
+/// the PMU whatever was asked for, or, if the PMU cannot start, one line says that guests
+/// may run under the trap. The caller holds the parameter lock.
+pub(crate) fn on_kvm_amd_live() {
+    if hw::kvm_amd_loaded() {
+        return;
+    }
+    hw::set_kvm_amd_loaded(true);
+    if control::phase() != Phase::Running || control::source() != Source::Bld {
+        return;
+    }
+    match switch_to(Source::Pmu, control::requested()) {
+        Ok(()) => pr_warn!(
+            "source: bld -> pmu (kvm_amd loaded while amd_sld was loading): {}\n",
+            capability::Why::KvmGuestsUnderTrap
+        ),
+        Err(error) => pr_err!(
+            "kvm_amd loaded while amd_sld was loading and the PMU cannot take over ({:?}): \
+             guests may run under Bus Lock Detect; rmmod amd_sld or kvm_amd\n",
+            error
+        ),
+    }
+}
+
 /// Writes the requested source, and a newline.
 pub(crate) fn show_source(out: &mut SliceWriter<'_>) -> fmt::Result {
     writeln!(out, "{}", control::requested())

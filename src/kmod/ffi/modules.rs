@@ -3,22 +3,22 @@
 //! Other modules: whether one is loaded, and the module notifier chain, on which a hook
 //! hears each module come (and may fail its load) and go.
 //!
-//! `find_module()` is not exported to modules since 5.12, so presence is read the way
-//! userspace reads it: `/proc/modules` lists every module past `MODULE_STATE_UNFORMED`
-//! (COMING, LIVE and GOING), and `/sys/module/NAME` also exists for a module built into the
-//! kernel that has parameters. `load_module()` sets a module's state to COMING before it
-//! calls the chain's COMING notifiers, so a module whose COMING notification ran before a
-//! hook was registered (`register_module_notifier()` waits for a running chain call) is
-//! already listed when the hook's owner looks after registering.
+//! `find_module()` is not exported to modules since 5.12 (nor `module_mutex`), and
+//! `/proc/modules`, which lists COMING modules too, cannot be read from the kernel: its
+//! `proc_read` is `seq_read`, without `read_iter`, and `kernel_read()` refuses such files
+//! with `-EINVAL` since 5.10. So presence is `/sys/module/NAME`, which `load_module()`
+//! creates after the COMING notifiers (`mod_sysfs_setup()`), and which also exists for a
+//! built-in module with parameters. A module whose COMING notification ran before a hook was
+//! registered (registering waits for a running chain call) but whose directory is not there
+//! yet when the owner looks is reported to the hook at LIVE, after its init.
 
 use core::ffi::CStr;
 
 use kernel::bindings;
-use kernel::error::{code, from_err_ptr, Error, Result};
+use kernel::error::{code, from_err_ptr, Result};
 use kernel::ffi::{c_char, c_int, c_ulong, c_void};
 
 use super::notifier::NotifierSlot;
-use crate::modlist::ModuleScan;
 
 extern "C" {
     /// glue.c: `mod->name` (struct module's layout is the kernel's, not ours).
@@ -27,6 +27,7 @@ extern "C" {
 
 // enum module_state and the notifier return encoding (linux/module.h, linux/notifier.h);
 // pinned by static_asserts in glue.c.
+const MODULE_STATE_LIVE: c_ulong = 0;
 const MODULE_STATE_COMING: c_ulong = 1;
 const MODULE_STATE_GOING: c_ulong = 2;
 const NOTIFY_DONE: c_int = 0;
@@ -44,6 +45,10 @@ pub(crate) trait ModuleHandler {
     /// `blocking_notifier_call_chain_robust()`, which sends GOING to the notifiers called
     /// before this one, and the module's init never runs.
     fn coming(name: &[u8]) -> Result;
+
+    /// The module `name` finished its init (`MODULE_STATE_LIVE`, from `do_init_module()`):
+    /// its init already ran. Same context as [`ModuleHandler::coming`].
+    fn live(name: &[u8]);
 
     /// The module `name` is going: being unloaded, or its load failed after a COMING that
     /// this hook let pass. Same context as [`ModuleHandler::coming`].
@@ -72,6 +77,10 @@ unsafe extern "C" fn on_module<H: ModuleHandler>(
             Ok(()) => NOTIFY_DONE,
             Err(error) => notifier_from_errno(error.to_errno()),
         },
+        MODULE_STATE_LIVE => {
+            H::live(name);
+            NOTIFY_DONE
+        }
         MODULE_STATE_GOING => {
             H::going(name);
             NOTIFY_DONE
@@ -111,47 +120,10 @@ impl Drop for ModuleWatch {
     }
 }
 
-/// Whether the module `name` is loaded (also while loading or unloading) or built in.
-/// Process context; opens `/proc/modules` and `/sys/module/NAME` in the caller's mount
-/// namespace. Reading `/proc/modules` takes its seq_file lock and `module_mutex`: call it
-/// without locks that a sysfs reader or the module loader may hold while waiting for yours.
+/// Whether the module `name` is loaded (past its COMING notifiers) or built in, by
+/// `/sys/module/NAME`. Process context; opens it in the caller's mount namespace.
 pub(crate) fn module_present(name: &CStr) -> Result<bool> {
-    let mut scan = ModuleScan::new(name.to_bytes());
-    read_file(c"/proc/modules", |chunk| {
-        scan.feed(chunk);
-        !scan.found()
-    })?;
-    Ok(scan.found() || sysfs_module_exists(name)?)
-}
-
-/// Feeds `path`'s contents to `sink` in chunks until the end, an error, or `sink` returns
-/// false; at most 4 MiB.
-fn read_file(path: &CStr, mut sink: impl FnMut(&[u8]) -> bool) -> Result {
-    const MAX_BYTES: i64 = 4 << 20;
-    // SAFETY: a NUL-terminated path; process context.
-    let file = from_err_ptr(unsafe {
-        bindings::filp_open(path.as_ptr().cast(), bindings::O_RDONLY as c_int, 0)
-    })?;
-    let mut buffer = [0u8; 256];
-    let mut pos: bindings::loff_t = 0;
-    let result = loop {
-        // SAFETY: `file` is open; `buffer` is writable for its length; `pos` is ours.
-        let read = unsafe {
-            bindings::kernel_read(file, buffer.as_mut_ptr().cast(), buffer.len(), &mut pos)
-        };
-        match usize::try_from(read) {
-            Ok(0) => break Ok(()),
-            Ok(len) => {
-                if !sink(&buffer[..len.min(buffer.len())]) || pos >= MAX_BYTES {
-                    break Ok(());
-                }
-            }
-            Err(_) => break Err(Error::from_errno(read as c_int)),
-        }
-    };
-    // SAFETY: `file` was opened above and is closed once; no owner id (not a task's file).
-    unsafe { bindings::filp_close(file, core::ptr::null_mut()) };
-    result
+    sysfs_module_exists(name)
 }
 
 /// Whether `/sys/module/NAME` exists: a loaded module past its COMING notifiers, or a

@@ -12,7 +12,6 @@ pub mod dr6;
 pub mod escape;
 pub mod eventlog;
 pub mod fmtbuf;
-pub mod modlist;
 pub mod pmu;
 pub mod policy;
 pub mod ratelimit;
