@@ -885,6 +885,89 @@ boot_option_is_the_default() {
 	unload
 }
 
+# --- KVM on a stock kernel before 6.12.19 (Debian's 5.10.262 and 6.1.192): SVM runs guests
+# with the host's DEBUGCTL there, so an armed Bus Lock Detect would fire inside guests. The
+# VM for stock kernels provides KVM as modules to insmod:
+#   AMD_SLD_KVM_KO      kvm.ko
+#   AMD_SLD_KVM_AMD_KO  kvm-amd.ko
+
+kvm_amd_insmod() { # loads kvm if needed, then kvm_amd; insmod's error on stderr
+	[ -e /sys/module/kvm ] || insmod "$AMD_SLD_KVM_KO" || return
+	insmod "$AMD_SLD_KVM_AMD_KO"
+}
+
+kvm_amd_rmmod() {
+	[ ! -e /sys/module/kvm_amd ] || rmmod kvm_amd || fail "rmmod kvm_amd failed"
+	[ ! -e /sys/module/kvm ] || rmmod kvm 2> /dev/null
+}
+
+# Whether the running kernel is older than 6.12.19, where KVM keeps DEBUGCTL to itself.
+kernel_before_6_12_19() {
+	uname -r | awk -F'[.-]' '{ exit !($1 < 6 || ($1 == 6 && ($2 < 12 || ($2 == 12 && $3 < 19)))) }'
+}
+
+kvm_rule_on_unsafe_kernel() { # zen5 (trap and PMU), stock kernel before 6.12.19
+	kernel_before_6_12_19 || skip "$(uname -r): KVM keeps the host's DEBUGCTL out of guests here"
+	[ -n "$AMD_SLD_KVM_KO" ] && [ -n "$AMD_SLD_KVM_AMD_KO" ] || skip "AMD_SLD_KVM_KO and AMD_SLD_KVM_AMD_KO not set"
+	kvm_amd_rmmod
+	[ ! -e /sys/module/kvm_amd ] || skip "kvm_amd is built in"
+	SRC=/sys/module/amd_sld/parameters/source
+	kvm_why="kvm_amd is loaded and this kernel.s KVM runs guests with the host.s DEBUGCTL"
+
+	# 1. source=bld: kvm_amd's load fails with EBUSY, one line saying why and what to do.
+	load source=bld
+	expect_eq "source with bld" "$(counter source)" bld
+	dmesg -c > /dev/null
+	if kvm_amd_insmod 2> /tmp/kvm.err; then
+		kvm_amd_rmmod
+		fail "kvm_amd loaded while source=bld armed the trap"
+	fi
+	grep -q "Device or resource busy" /tmp/kvm.err || fail "insmod kvm-amd error is not EBUSY: $(cat /tmp/kvm.err)"
+	# One line per attempt (busybox's insmod tries init_module after finit_module fails).
+	dmesg | grep -q 'amd_sld: kvm_amd refused: source=bld arms Bus Lock Detect' || fail "no line saying why kvm_amd is refused"
+	dmesg | grep 'amd_sld: kvm_amd refused' | grep -q 'echo pmu > /sys/module/amd_sld/parameters/source' ||
+		fail "the refusal does not name the fix"
+	[ ! -e /sys/module/kvm_amd ] || fail "kvm_amd present after the refusal"
+	expect_eq "source after the refusal" "$(counter source)" bld
+	expect_eq "armed_cpus after the refusal" "$(counter armed_cpus)" "$(online_cpus)"
+	# The fix the line names: with the PMU, kvm_amd loads; then the trap is refused.
+	echo pmu > $SRC || fail "switching to pmu failed"
+	dmesg -c > /dev/null
+	kvm_amd_insmod 2> /tmp/kvm.err || fail "kvm_amd does not load with source=pmu: $(cat /tmp/kvm.err)"
+	dmesg | grep -q 'amd_sld: kvm_amd refused' && fail "kvm_amd refused with source=pmu"
+	echo bld > $SRC 2> /dev/null && fail "source=bld accepted while kvm_amd is loaded"
+	dmesg | grep -q "amd_sld: source=bld: $kvm_why" || fail "no line saying why bld is refused"
+	expect_eq "source after the refused switch" "$(counter source)" pmu
+	unload
+
+	# 2. Loading amd_sld with kvm_amd there: auto takes the PMU and says why; bld refused.
+	load
+	expect_eq "auto with kvm_amd loaded" "$(counter source)" pmu
+	expect_eq "lines saying why" "$(dmesg | grep -c "amd_sld: source=auto: pmu, not Bus Lock Detect: $kvm_why")" 1
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		expect_eq "CPU $c DEBUGCTL with kvm_amd loaded" "$(debugctl "$c")" 0
+	done
+	unload
+	expect_refusal source=bld "amd_sld: not loading: $kvm_why" "Device or resource busy"
+
+	# 3. auto with the trap armed: loading kvm_amd switches to the PMU first, in one line.
+	kvm_amd_rmmod
+	load
+	expect_eq "auto without kvm_amd" "$(counter source)" bld
+	dmesg -c > /dev/null
+	kvm_amd_insmod 2> /tmp/kvm.err || fail "kvm_amd does not load with source=auto: $(cat /tmp/kvm.err)"
+	expect_eq "source once kvm_amd came" "$(counter source)" pmu
+	expect_eq "parameter once kvm_amd came" "$(cat $SRC)" auto
+	expect_eq "amd_sld lines" "$(dmesg | grep -c 'amd_sld: ')" 1
+	dmesg | grep -q "amd_sld: source: bld -> pmu (source=auto): $kvm_why" || fail "no line saying why the source changed"
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		expect_eq "CPU $c DEBUGCTL once kvm_amd came" "$(debugctl "$c")" 0
+	done
+	expect_eq "armed_cpus (PMU)" "$(counter armed_cpus)" "$(online_cpus)"
+	unload
+	kvm_amd_rmmod
+}
+
 # --- Cases by emulated machine (scripts/vmtest --machine)
 
 CASES_zen5="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
@@ -915,10 +998,14 @@ CASES_bare="refuses_without_trap_or_pmu"
 CASES_zen5_mainline="refuses_bld_where_the_kernel_arms_it pmu_counts_exactly_and_attributes
 pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process pmu_cpu_hotplug pmu_unload_under_load
 incident_reproducer_caught_by_the_pmu"
+# Debian's stock kernels before 6.12.19 (bullseye 5.10, bookworm 6.1), whose KVM runs guests
+# with the host's DEBUGCTL; the VM provides kvm.ko and kvm-amd.ko (AMD_SLD_KVM_KO, ...).
+CASES_zen5_kvm_unsafe="kvm_rule_on_unsafe_kernel"
 
 machine=$(echo "${AMD_SLD_MACHINE:-zen5}" | tr -- - _)
 case ${AMD_SLD_KERNEL:-test} in
 test) ;;
+bullseye | bookworm) machine=${machine}_kvm_unsafe ;;
 *) machine=${machine}_mainline ;;
 esac
 eval "CASES=\${CASES_$machine-}"

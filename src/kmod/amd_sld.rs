@@ -13,8 +13,8 @@ use core::fmt::Write;
 use kernel::error::code;
 use kernel::prelude::*;
 
-use crate::capability::{Refusal, Requested};
-use crate::ffi::{pr_err, pr_info};
+use crate::capability::{Refusal, Why};
+use crate::ffi::{pr_err, pr_info, pr_warn};
 use crate::record::Source;
 
 // Pure decision logic, shared verbatim with the host crate `amd-sld-logic` (src/logic).
@@ -61,10 +61,12 @@ module! {
 }
 
 /// Everything the module set up, torn down in field order: leave the reboot chain, disarm
-/// every CPU, stop taking #DB, wait for throttled tasks, then remove the files.
+/// every CPU, stop watching kvm_amd (only once nothing is armed), stop taking #DB, wait for
+/// throttled tasks, then remove the files.
 struct Running {
     _reboot: ffi::RebootHook,
     _hotplug: ffi::CpuHotplug,
+    _kvm_watch: Option<ffi::ModuleWatch>,
     _trap_hook: ffi::DebugTrapHook,
     _throttle_drain: ThrottleDrain,
     _sysfs: ffi::SysfsDir,
@@ -91,12 +93,19 @@ struct AmdSld {
 
 impl kernel::Module for AmdSld {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // Before the parameter lock, which its callback takes (and so is dropped after it
+        // on an error, declared before it): see `watch_kvm_amd`.
+        let kvm_watch = watch_kvm_amd()?;
         // Read before the parameter lock: see `params::BootCommandLine`.
         let boot_command_line = params::read_boot_command_line();
         // Held until `init` returns, also while an error drops what was set up: nothing
         // that runs then may wait for this lock (the files' `show()`s do not take it).
         let _param_lock = ffi::ParamLock::lock(module);
-        let source = control::choose_source().map_err(refuse)?;
+        let decision = control::choose_source().map_err(refuse)?;
+        let source = decision.source;
+        if decision.why == Why::KvmGuestsUnderTrap {
+            pr_info!("source=auto: pmu, not Bus Lock Detect: {}\n", decision.why);
+        }
         params::start_from_boot_option(boot_command_line);
         let sysfs = ffi::SysfsDir::create(c"amd_sld", &FILES)?;
         let throttle_drain = ThrottleDrain;
@@ -105,7 +114,7 @@ impl kernel::Module for AmdSld {
             if source == Source::Pmu {
                 refuse(Refusal::PmuUnavailable {
                     errno: error.to_errno(),
-                    no_trap: control::requested() == Requested::Auto,
+                    why: decision.why,
                 })
             } else {
                 error
@@ -124,6 +133,7 @@ impl kernel::Module for AmdSld {
             running: Some(Running {
                 _reboot: reboot,
                 _hotplug: hotplug,
+                _kvm_watch: kvm_watch,
                 _trap_hook: trap_hook,
                 _throttle_drain: throttle_drain,
                 _sysfs: sysfs,
@@ -208,6 +218,57 @@ impl ffi::RebootHandler for Shutdown {
             released(),
             CpuList(arming::restored_cpus)
         );
+    }
+}
+
+/// On a kernel whose KVM runs guests with the host's DEBUGCTL, watches `kvm_amd` come and
+/// go (`KvmWatch`), then looks whether it is already there: registered first, so that a
+/// `kvm_amd` the look misses is seen by the watch, at COMING if it is still to come, else
+/// at LIVE (its COMING ran before the registration and its /sys/module directory did not
+/// exist yet when we looked: see `params::on_kvm_amd_live`).
+/// Registered and unregistered without the parameter lock, which the watch's callback takes
+/// (registering and unregistering wait for a running callback). `None` where KVM keeps the
+/// host's DEBUGCTL out of guests: there `kvm_amd` changes nothing.
+fn watch_kvm_amd() -> Result<Option<ffi::ModuleWatch>> {
+    if ffi::KVM_KEEPS_HOST_DEBUGCTL_OUT_OF_GUESTS {
+        return Ok(None);
+    }
+    let watch = ffi::ModuleWatch::register::<KvmWatch>()?;
+    let found = ffi::module_present(hw::KVM_AMD).unwrap_or_else(|error| {
+        pr_warn!(
+            "cannot tell whether kvm_amd is loaded ({:?}): taking it as loaded\n",
+            error
+        );
+        true
+    });
+    hw::note_kvm_amd_found(found);
+    Ok(Some(watch))
+}
+
+/// The module notifier, registered only where this kernel's KVM runs guests with the host's
+/// DEBUGCTL: keeps `kvm_amd` from starting guests under the armed trap.
+struct KvmWatch;
+
+impl ffi::ModuleHandler for KvmWatch {
+    fn coming(name: &[u8]) -> Result {
+        if name != hw::KVM_AMD.to_bytes() {
+            return Ok(());
+        }
+        let _param_lock = ffi::ParamLock::lock(&THIS_MODULE);
+        params::on_kvm_amd_coming()
+    }
+
+    fn live(name: &[u8]) {
+        if name == hw::KVM_AMD.to_bytes() {
+            let _param_lock = ffi::ParamLock::lock(&THIS_MODULE);
+            params::on_kvm_amd_live();
+        }
+    }
+
+    fn going(name: &[u8]) {
+        if name == hw::KVM_AMD.to_bytes() {
+            hw::set_kvm_amd_loaded(false);
+        }
     }
 }
 

@@ -131,8 +131,8 @@ pub(crate) fn set_requested(requested: Requested) {
 }
 
 /// Decides the source for the requested one at load, before anything is armed.
-pub(crate) fn choose_source() -> core::result::Result<Source, capability::Refusal> {
-    let source = capability::decide(&crate::hw::facts(), requested())?;
-    set_source(source);
-    Ok(source)
+pub(crate) fn choose_source() -> core::result::Result<capability::Decision, capability::Refusal> {
+    let decision = capability::decide(&crate::hw::facts(), requested())?;
+    set_source(decision.source);
+    Ok(decision)
 }

@@ -13,6 +13,7 @@
 #include <linux/kdebug.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/notifier.h>
 #include <linux/perf_event.h>
 #include <linux/moduleparam.h>
 #include <linux/rcupdate.h>
@@ -257,8 +258,18 @@ void amd_sld_synchronize_rcu_tasks(void)
 	synchronize_rcu_tasks();
 }
 
+/* struct module's layout is the kernel's: the name of a module on the module notifier chain. */
+const char *amd_sld_module_name(const struct module *mod);
+const char *amd_sld_module_name(const struct module *mod)
+{
+	return mod->name;
+}
+
 /* Declared by hand in src/kmod/ffi/: keep these in step. */
 static_assert(DIE_DEBUG == 3);
+/* src/kmod/ffi/modules.rs. */
+static_assert(MODULE_STATE_LIVE == 0 && MODULE_STATE_COMING == 1 && MODULE_STATE_GOING == 2);
+static_assert(NOTIFY_DONE == 0 && NOTIFY_OK == 1 && NOTIFY_STOP_MASK == 0x8000);
 static_assert(TWA_RESUME == 1);
 static_assert(PERF_TYPE_RAW == 4);
 static_assert(PERF_EVENT_STATE_INACTIVE == 0 && PERF_EVENT_STATE_ERROR < 0 &&

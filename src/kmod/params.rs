@@ -19,6 +19,7 @@ use crate::ffi::{pr_err, pr_info, pr_warn};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::policy::Policy;
+use crate::record::Source;
 
 /// Parses and applies a write to the `split_lock_detect` parameter.
 ///
@@ -157,37 +158,124 @@ pub(crate) fn store_source(input: &[u8]) -> Result {
 }
 
 fn switch_source(requested: Requested) -> Result {
-    let new = capability::decide(&hw::facts(), requested).map_err(|refusal| {
-        pr_err!("source={}: {}\n", requested, refusal);
-        code::ENODEV
-    })?;
+    let new = capability::decide(&hw::facts(), requested)
+        .map_err(|refusal| {
+            pr_err!("source={}: {}\n", requested, refusal);
+            code::ENODEV
+        })?
+        .source;
     let old = control::source();
     if new != old {
-        let cpus = CpusReadLocked::lock();
-        let detecting = control::policy().arms_detection();
-        if detecting {
-            arming::disarm_online(&cpus);
-        }
-        control::set_source(new);
-        if detecting {
-            if let Err(error) = arming::arm_online(&cpus) {
-                pr_err!(
-                    "source={}: cannot start it ({:?}); keeping {}\n",
-                    requested,
-                    error,
-                    old.as_str()
-                );
-                control::set_source(old);
-                if arming::arm_online(&cpus).is_err() {
-                    pr_err!("cannot re-arm {} either: detection is off\n", old.as_str());
-                }
-                return Err(error);
-            }
-        }
+        switch_to(new, requested)?;
         pr_info!("source: {} -> {}\n", old.as_str(), new.as_str());
     }
     control::set_requested(requested);
     Ok(())
+}
+
+/// Puts `new` in effect (for the `requested` source, named in the log), armed on every
+/// online CPU if the policy detects: all or nothing, so if it cannot start, the old source
+/// is armed again and the error returned. The caller holds the parameter lock.
+fn switch_to(new: Source, requested: Requested) -> Result {
+    let old = control::source();
+    let cpus = CpusReadLocked::lock();
+    let detecting = control::policy().arms_detection();
+    if detecting {
+        arming::disarm_online(&cpus);
+    }
+    control::set_source(new);
+    if detecting {
+        if let Err(error) = arming::arm_online(&cpus) {
+            pr_err!(
+                "source={}: cannot start it ({:?}); keeping {}\n",
+                requested,
+                error,
+                old.as_str()
+            );
+            control::set_source(old);
+            if arming::arm_online(&cpus).is_err() {
+                pr_err!("cannot re-arm {} either: detection is off\n", old.as_str());
+            }
+            return Err(error);
+        }
+    }
+    Ok(())
+}
+
+/// `kvm_amd` is coming (its load's COMING notification) on a kernel whose KVM runs guests
+/// with the host's DEBUGCTL: it must not start running guests under amd_sld's trap. With
+/// `source=auto` the PMU takes over first (one line says why) and `kvm_amd` loads; with
+/// `source=bld`, or if the PMU cannot start, its load fails with `-EBUSY` and one line says
+/// why and what to do. Rules on the source in effect, whatever the policy: with the trap's
+/// source in effect, `split_lock_detect=off` would arm it again on the next write. The
+/// caller holds the parameter lock (not the other way round: `init` and unload register
+/// and unregister the module notifier without it).
+pub(crate) fn on_kvm_amd_coming() -> Result {
+    let trap_in_effect = control::source() == Source::Bld;
+    match control::phase() {
+        Phase::Running if trap_in_effect && control::requested() == Requested::Auto => {
+            if let Err(error) = switch_to(Source::Pmu, Requested::Auto) {
+                pr_err!(
+                    "kvm_amd refused: {}, and the PMU cannot take over from Bus Lock Detect \
+                     ({:?}); rmmod amd_sld before loading kvm_amd\n",
+                    capability::Why::KvmGuestsUnderTrap,
+                    error
+                );
+                return Err(code::EBUSY);
+            }
+            pr_info!(
+                "source: bld -> pmu (source=auto): {}\n",
+                capability::Why::KvmGuestsUnderTrap
+            );
+        }
+        Phase::Running if trap_in_effect => {
+            pr_err!(
+                "kvm_amd refused: source=bld arms Bus Lock Detect and this kernel's KVM runs \
+                 guests with the host's DEBUGCTL (fixed in 6.12.19 by 433265870ab3), so guests \
+                 would take its #DB; echo pmu > /sys/module/amd_sld/parameters/source (or \
+                 auto), then load kvm_amd again\n"
+            );
+            return Err(code::EBUSY);
+        }
+        Phase::Stopping if trap_in_effect && arming::armed_cpus().next().is_some() => {
+            pr_err!(
+                "kvm_amd refused: amd_sld is unloading with Bus Lock Detect still armed; load \
+                 kvm_amd again once amd_sld is gone\n"
+            );
+            return Err(code::EBUSY);
+        }
+        // Loading: `init` has not decided yet and will see kvm_amd; or it failed, and
+        // nothing is armed. Otherwise the trap is not in effect.
+        _ => {}
+    }
+    hw::set_kvm_amd_loaded(true);
+    Ok(())
+}
+
+/// `kvm_amd` finished its init (LIVE). Normally already seen at COMING or at load; if not,
+/// its COMING ran before amd_sld's load registered the watch, and its /sys/module directory
+/// did not exist yet when the load looked: too late to refuse it, so the trap gives way to
+/// the PMU whatever was asked for, or, if the PMU cannot start, one line says that guests
+/// may run under the trap. The caller holds the parameter lock.
+pub(crate) fn on_kvm_amd_live() {
+    if hw::kvm_amd_loaded() {
+        return;
+    }
+    hw::set_kvm_amd_loaded(true);
+    if control::phase() != Phase::Running || control::source() != Source::Bld {
+        return;
+    }
+    match switch_to(Source::Pmu, control::requested()) {
+        Ok(()) => pr_warn!(
+            "source: bld -> pmu (kvm_amd loaded while amd_sld was loading): {}\n",
+            capability::Why::KvmGuestsUnderTrap
+        ),
+        Err(error) => pr_err!(
+            "kvm_amd loaded while amd_sld was loading and the PMU cannot take over ({:?}): \
+             guests may run under Bus Lock Detect; rmmod amd_sld or kvm_amd\n",
+            error
+        ),
+    }
 }
 
 /// Writes the requested source, and a newline.

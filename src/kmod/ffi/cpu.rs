@@ -16,6 +16,16 @@ extern "C" {
 /// sets the cfg where the kernel's asm/cpu.h declares `bus_lock_init()`.
 pub(crate) const KERNEL_ARMS_AMD_BUS_LOCK: bool = cfg!(amd_sld_kernel_arms_amd_bus_lock);
 
+/// Whether the kernel we are built for has a KVM that keeps the host's DEBUGCTL out of its
+/// guests on AMD: SVM loads the guest's DEBUGCTL before VMRUN and the host's after #VMEXIT
+/// (433265870ab3, the host value snapshotted with IRQs off per entry, 189ecdb3e112). Kbuild
+/// sets the cfg from the kernel version (6.12.19 and later 6.12, 6.14 and later): the fix
+/// lives in arch/x86/kvm/svm/svm.c, which no headers package ships, and the headers that
+/// are shipped cannot tell (Debian's 6.1.192 has the x86.c half, `host_debugctl` and
+/// `KVM_RUN_LOAD_DEBUGCTL` in asm/kvm_host.h, but not the SVM half).
+pub(crate) const KVM_KEEPS_HOST_DEBUGCTL_OUT_OF_GUESTS: bool =
+    cfg!(amd_sld_kvm_keeps_host_debugctl_out_of_guests);
+
 /// The boot CPU's vendor and its `CPUID_7_ECX` capability word, as the kernel recorded them.
 pub(crate) fn boot_cpu_identity() -> (u8, u32) {
     let (mut vendor, mut word) = (0, 0);

@@ -17,6 +17,7 @@ mod cmdline;
 mod cpu;
 mod die;
 mod hotplug;
+mod modules;
 mod msr;
 mod notifier;
 mod param;
@@ -31,9 +32,11 @@ mod time;
 pub(crate) use cmdline::read_boot_command_line;
 pub(crate) use cpu::{
     boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked, KERNEL_ARMS_AMD_BUS_LOCK,
+    KVM_KEEPS_HOST_DEBUGCTL_OUT_OF_GUESTS,
 };
 pub(crate) use die::{DebugTrap, DebugTrapHook, DieNotifier};
 pub(crate) use hotplug::{CpuHotplug, HotplugHandler};
+pub(crate) use modules::{module_present, ModuleHandler, ModuleWatch};
 pub(crate) use msr::{msr_update_on, MsrUpdate};
 pub(crate) use param::{ParamHandlers, ParamLock};
 pub(crate) use perf::{

@@ -13,6 +13,22 @@ pub struct Facts {
     pub bus_lock_detect: bool,
     /// The running kernel arms bus-lock detection on AMD itself (Linux 6.13 and later).
     pub kernel_arms_amd_bus_lock: bool,
+    /// The running kernel's KVM keeps the host's DEBUGCTL out of its guests: SVM loads the
+    /// guest's DEBUGCTL before VMRUN and the host's after #VMEXIT (433265870ab3, with the
+    /// host value snapshotted with IRQs off, 189ecdb3e112; both in 6.12.19 and mainline
+    /// 6.14). Without it a guest runs with the host's DEBUGCTL, so a host-armed bit 2 (Bus
+    /// Lock Detect) raises #DB inside guests that never asked for it.
+    pub kvm_keeps_host_debugctl_out_of_guests: bool,
+    /// `kvm_amd` is loaded, loading or built in: guests can run.
+    pub kvm_amd_loaded: bool,
+}
+
+impl Facts {
+    /// Whether arming the trap now would arm it inside KVM guests too: `kvm_amd` is there
+    /// and this kernel's KVM runs guests with the host's DEBUGCTL.
+    pub const fn guests_would_run_under_trap(&self) -> bool {
+        self.kvm_amd_loaded && !self.kvm_keeps_host_debugctl_out_of_guests
+    }
 }
 
 /// The detector asked for with the `source` parameter.
@@ -89,6 +105,9 @@ pub enum Refusal {
     NoBusLockDetect,
     /// `source=bld` on a kernel that supports bus-lock detection on AMD itself.
     KernelHandlesIt,
+    /// `source=bld` while `kvm_amd` is loaded on a kernel whose KVM runs guests with the
+    /// host's DEBUGCTL: the trap would fire inside guests.
+    KvmGuestsUnderTrap,
     /// DEBUGCTL[2] was already set on a CPU when amd_sld armed it: someone else arms it.
     AlreadyArmed {
         /// The first CPU found armed.
@@ -99,8 +118,8 @@ pub enum Refusal {
     PmuUnavailable {
         /// What `perf_event_create_kernel_counter()` said, a negative errno.
         errno: i32,
-        /// Whether the trap was not an option either (`source=auto` on a CPU without it).
-        no_trap: bool,
+        /// Why the PMU was the source to start: asked for, or why `auto` did not take the trap.
+        why: Why,
     },
 }
 
@@ -130,18 +149,20 @@ impl fmt::Display for Refusal {
                 "this kernel (6.13 or later) arms AMD bus-lock detection itself: use the \
                  split_lock_detect= boot option for the trap (source=pmu still works here)",
             ),
+            Refusal::KvmGuestsUnderTrap => f.write_str(
+                "kvm_amd is loaded and this kernel's KVM runs guests with the \
+                 host's DEBUGCTL (fixed in 6.12.19 by 433265870ab3), so Bus Lock Detect would \
+                 raise #DB inside guests; use source=pmu or auto, or unload kvm_amd first",
+            ),
             Refusal::AlreadyArmed { cpu } => write!(
                 f,
                 "DEBUGCTL bit 2 is already set on CPU {cpu}: the kernel or another module \
                  arms bus-lock detection; refusing to fight it"
             ),
-            Refusal::PmuUnavailable { errno, no_trap } => {
-                if *no_trap {
-                    f.write_str(
-                        "this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX[24] is clear) and ",
-                    )?;
-                } else {
-                    f.write_str("source=pmu: ")?;
+            Refusal::PmuUnavailable { errno, why } => {
+                match why {
+                    Why::Requested => f.write_str("source=pmu: ")?,
+                    _ => write!(f, "{why} and ")?,
                 }
                 write!(
                     f,
@@ -153,31 +174,87 @@ impl fmt::Display for Refusal {
     }
 }
 
+/// Why [`decide`] chose the source it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// That source was asked for (`source=bld` or `source=pmu`).
+    Requested,
+    /// `auto`: the CPU has the trap and it is amd_sld's to arm.
+    TrapAvailable,
+    /// `auto`: the CPU has no Bus Lock Detect.
+    NoTrap,
+    /// `auto`: the kernel arms Bus Lock Detect itself.
+    KernelArmsTrap,
+    /// `auto`: `kvm_amd` is loaded on a kernel whose KVM would run its guests under the
+    /// armed trap ([`Facts::guests_would_run_under_trap`]).
+    KvmGuestsUnderTrap,
+}
+
+impl fmt::Display for Why {
+    /// One clause, no newline: it completes a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Why::Requested => "asked for with the source parameter",
+            Why::TrapAvailable => {
+                "this CPU has Bus Lock Detect and the kernel leaves it to amd_sld"
+            }
+            Why::NoTrap => "this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX[24] is clear)",
+            Why::KernelArmsTrap => "this kernel (6.13 or later) arms AMD bus-lock detection itself",
+            Why::KvmGuestsUnderTrap => {
+                "kvm_amd is loaded and this kernel's KVM runs guests with the host's DEBUGCTL \
+                 (fixed in 6.12.19 by 433265870ab3), so Bus Lock Detect would raise #DB inside \
+                 guests"
+            }
+        })
+    }
+}
+
+/// The source [`decide`] chose, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The source to run.
+    pub source: Source,
+    /// Why that one.
+    pub why: Why,
+}
+
 /// Decides from the machine's [`Facts`] which source serves `requested`: the trap, the PMU
 /// (whose availability only creating the counters can tell), or a refusal.
-pub fn decide(facts: &Facts, requested: Requested) -> Result<Source, Refusal> {
-    let trap_usable = facts.bus_lock_detect && !facts.kernel_arms_amd_bus_lock;
+pub fn decide(facts: &Facts, requested: Requested) -> Result<Decision, Refusal> {
+    let decision = |source, why| Ok(Decision { source, why });
     if !facts.amd {
-        Err(Refusal::NotAmd)
-    } else {
-        match requested {
-            Requested::Bld if facts.kernel_arms_amd_bus_lock => Err(Refusal::KernelHandlesIt),
-            Requested::Bld if !facts.bus_lock_detect => Err(Refusal::NoBusLockDetect),
-            Requested::Bld => Ok(Source::Bld),
-            Requested::Auto if trap_usable => Ok(Source::Bld),
-            Requested::Auto | Requested::Pmu => Ok(Source::Pmu),
+        return Err(Refusal::NotAmd);
+    }
+    match requested {
+        Requested::Bld if facts.kernel_arms_amd_bus_lock => Err(Refusal::KernelHandlesIt),
+        Requested::Bld if !facts.bus_lock_detect => Err(Refusal::NoBusLockDetect),
+        Requested::Bld if facts.guests_would_run_under_trap() => Err(Refusal::KvmGuestsUnderTrap),
+        Requested::Bld => decision(Source::Bld, Why::Requested),
+        Requested::Pmu => decision(Source::Pmu, Why::Requested),
+        Requested::Auto if facts.kernel_arms_amd_bus_lock => {
+            decision(Source::Pmu, Why::KernelArmsTrap)
         }
+        Requested::Auto if !facts.bus_lock_detect => decision(Source::Pmu, Why::NoTrap),
+        Requested::Auto if facts.guests_would_run_under_trap() => {
+            decision(Source::Pmu, Why::KvmGuestsUnderTrap)
+        }
+        Requested::Auto => decision(Source::Bld, Why::TrapAvailable),
     }
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
+    use std::string::ToString;
 
     const ZEN5_ON_612: Facts = Facts {
         amd: true,
         bus_lock_detect: true,
         kernel_arms_amd_bus_lock: false,
+        kvm_keeps_host_debugctl_out_of_guests: true,
+        kvm_amd_loaded: false,
     };
     const ZEN4_ON_612: Facts = Facts {
         bus_lock_detect: false,
@@ -187,23 +264,61 @@ mod tests {
         kernel_arms_amd_bus_lock: true,
         ..ZEN5_ON_612
     };
+    /// Zen 5 on Debian's 5.10.262 or 6.1.192: KVM runs guests with the host's DEBUGCTL.
+    const ZEN5_ON_61: Facts = Facts {
+        kvm_keeps_host_debugctl_out_of_guests: false,
+        ..ZEN5_ON_612
+    };
+    const ZEN5_ON_61_WITH_KVM: Facts = Facts {
+        kvm_amd_loaded: true,
+        ..ZEN5_ON_61
+    };
+
+    fn source(facts: &Facts, requested: Requested) -> Result<Source, Refusal> {
+        decide(facts, requested).map(|decision| decision.source)
+    }
 
     #[test]
     fn auto_takes_the_trap_where_it_is_ours_and_the_pmu_elsewhere() {
-        assert_eq!(decide(&ZEN5_ON_612, Requested::Auto), Ok(Source::Bld));
-        assert_eq!(decide(&ZEN4_ON_612, Requested::Auto), Ok(Source::Pmu));
-        assert_eq!(decide(&ZEN5_ON_613, Requested::Auto), Ok(Source::Pmu));
+        assert_eq!(
+            decide(&ZEN5_ON_612, Requested::Auto),
+            Ok(Decision {
+                source: Source::Bld,
+                why: Why::TrapAvailable
+            })
+        );
+        assert_eq!(
+            decide(&ZEN4_ON_612, Requested::Auto),
+            Ok(Decision {
+                source: Source::Pmu,
+                why: Why::NoTrap
+            })
+        );
+        assert_eq!(
+            decide(&ZEN5_ON_613, Requested::Auto),
+            Ok(Decision {
+                source: Source::Pmu,
+                why: Why::KernelArmsTrap
+            })
+        );
     }
 
     #[test]
     fn explicit_requests_are_honoured_or_refused_with_the_reason() {
-        assert_eq!(decide(&ZEN5_ON_612, Requested::Pmu), Ok(Source::Pmu));
         assert_eq!(
-            decide(&ZEN4_ON_612, Requested::Bld),
+            decide(&ZEN5_ON_612, Requested::Pmu),
+            Ok(Decision {
+                source: Source::Pmu,
+                why: Why::Requested
+            })
+        );
+        assert_eq!(source(&ZEN5_ON_612, Requested::Bld), Ok(Source::Bld));
+        assert_eq!(
+            source(&ZEN4_ON_612, Requested::Bld),
             Err(Refusal::NoBusLockDetect)
         );
         assert_eq!(
-            decide(&ZEN5_ON_613, Requested::Bld),
+            source(&ZEN5_ON_613, Requested::Bld),
             Err(Refusal::KernelHandlesIt)
         );
         // A new kernel on Zen 4 still says the kernel handles the trap: upgrading the CPU
@@ -212,14 +327,147 @@ mod tests {
             bus_lock_detect: false,
             ..ZEN5_ON_613
         };
-        assert_eq!(decide(&both, Requested::Bld), Err(Refusal::KernelHandlesIt));
+        assert_eq!(source(&both, Requested::Bld), Err(Refusal::KernelHandlesIt));
         let intel = Facts {
             amd: false,
             ..ZEN5_ON_612
         };
         for requested in [Requested::Auto, Requested::Bld, Requested::Pmu] {
-            assert_eq!(decide(&intel, requested), Err(Refusal::NotAmd));
+            assert_eq!(source(&intel, requested), Err(Refusal::NotAmd));
         }
+    }
+
+    #[test]
+    fn kvm_on_an_unsafe_kernel_keeps_the_trap_away_from_guests() {
+        // No kvm_amd: the trap, as on a fixed kernel.
+        assert_eq!(source(&ZEN5_ON_61, Requested::Auto), Ok(Source::Bld));
+        assert_eq!(source(&ZEN5_ON_61, Requested::Bld), Ok(Source::Bld));
+        // kvm_amd loaded: auto takes the PMU and says why; bld is refused.
+        assert_eq!(
+            decide(&ZEN5_ON_61_WITH_KVM, Requested::Auto),
+            Ok(Decision {
+                source: Source::Pmu,
+                why: Why::KvmGuestsUnderTrap
+            })
+        );
+        assert_eq!(
+            decide(&ZEN5_ON_61_WITH_KVM, Requested::Bld),
+            Err(Refusal::KvmGuestsUnderTrap)
+        );
+        assert_eq!(
+            source(&ZEN5_ON_61_WITH_KVM, Requested::Pmu),
+            Ok(Source::Pmu)
+        );
+        // A fixed kernel with kvm_amd loaded: the trap, guests do not see it.
+        let safe_with_kvm = Facts {
+            kvm_amd_loaded: true,
+            ..ZEN5_ON_612
+        };
+        assert!(!safe_with_kvm.guests_would_run_under_trap());
+        assert_eq!(source(&safe_with_kvm, Requested::Auto), Ok(Source::Bld));
+        assert_eq!(source(&safe_with_kvm, Requested::Bld), Ok(Source::Bld));
+        // The more fundamental refusals come first.
+        let zen4_with_kvm = Facts {
+            bus_lock_detect: false,
+            ..ZEN5_ON_61_WITH_KVM
+        };
+        assert_eq!(
+            source(&zen4_with_kvm, Requested::Bld),
+            Err(Refusal::NoBusLockDetect)
+        );
+        assert_eq!(
+            decide(&zen4_with_kvm, Requested::Auto).map(|d| d.why),
+            Ok(Why::NoTrap)
+        );
+    }
+
+    /// Every combination of facts and request, against the rule written out case by case.
+    #[test]
+    fn every_combination() {
+        for bits in 0u32..32 {
+            let facts = Facts {
+                amd: bits & 1 != 0,
+                bus_lock_detect: bits & 2 != 0,
+                kernel_arms_amd_bus_lock: bits & 4 != 0,
+                kvm_keeps_host_debugctl_out_of_guests: bits & 8 != 0,
+                kvm_amd_loaded: bits & 16 != 0,
+            };
+            let unsafe_kvm = facts.kvm_amd_loaded && !facts.kvm_keeps_host_debugctl_out_of_guests;
+            assert_eq!(facts.guests_would_run_under_trap(), unsafe_kvm);
+            let trap_ours = facts.bus_lock_detect && !facts.kernel_arms_amd_bus_lock;
+            for requested in [Requested::Auto, Requested::Bld, Requested::Pmu] {
+                let got = decide(&facts, requested);
+                if !facts.amd {
+                    assert_eq!(got, Err(Refusal::NotAmd), "{facts:?} {requested}");
+                    continue;
+                }
+                match (requested, got) {
+                    (Requested::Pmu, Ok(d)) => assert_eq!(d.source, Source::Pmu),
+                    (Requested::Bld, Ok(d)) => {
+                        assert!(trap_ours && !unsafe_kvm && d.source == Source::Bld)
+                    }
+                    (Requested::Bld, Err(Refusal::KvmGuestsUnderTrap)) => {
+                        assert!(trap_ours && unsafe_kvm)
+                    }
+                    (Requested::Bld, Err(Refusal::KernelHandlesIt)) => {
+                        assert!(facts.kernel_arms_amd_bus_lock)
+                    }
+                    (Requested::Bld, Err(Refusal::NoBusLockDetect)) => {
+                        assert!(!facts.bus_lock_detect && !facts.kernel_arms_amd_bus_lock)
+                    }
+                    (Requested::Auto, Ok(d)) => {
+                        // The trap exactly where it is ours and no guest would run under it.
+                        assert_eq!(d.source == Source::Bld, trap_ours && !unsafe_kvm);
+                        assert_eq!(
+                            d.why == Why::KvmGuestsUnderTrap,
+                            trap_ours && unsafe_kvm,
+                            "{facts:?}"
+                        );
+                    }
+                    (requested, got) => panic!("{facts:?} {requested}: {got:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reasons_fit_on_one_line() {
+        for why in [
+            Why::Requested,
+            Why::TrapAvailable,
+            Why::NoTrap,
+            Why::KernelArmsTrap,
+            Why::KvmGuestsUnderTrap,
+        ] {
+            let text = why.to_string();
+            assert!(!text.contains('\n') && text.len() < 200, "{text}");
+        }
+        let refusal = Refusal::KvmGuestsUnderTrap.to_string();
+        assert!(!refusal.contains('\n'));
+        assert!(refusal.contains("source=pmu"));
+        // The texts selftests match.
+        assert_eq!(
+            Refusal::PmuUnavailable {
+                errno: -2,
+                why: Why::NoTrap
+            }
+            .to_string(),
+            "this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX[24] is clear) and the PMU \
+             cannot count ls_locks.bus_lock here (error -2; QEMU TCG and most VMs expose no \
+             core PMU)"
+        );
+        assert!(Refusal::PmuUnavailable {
+            errno: -2,
+            why: Why::Requested
+        }
+        .to_string()
+        .starts_with("source=pmu: the PMU cannot count ls_locks.bus_lock here"));
+        assert!(Refusal::PmuUnavailable {
+            errno: -19,
+            why: Why::KvmGuestsUnderTrap
+        }
+        .to_string()
+        .starts_with("kvm_amd is loaded"));
     }
 
     #[test]
@@ -247,10 +495,11 @@ mod tests {
         assert!(Refusal::NoBusLockDetect.is_missing_feature());
         assert!(Refusal::PmuUnavailable {
             errno: -2,
-            no_trap: true
+            why: Why::NoTrap
         }
         .is_missing_feature());
         assert!(!Refusal::KernelHandlesIt.is_missing_feature());
+        assert!(!Refusal::KvmGuestsUnderTrap.is_missing_feature());
         assert!(!Refusal::AlreadyArmed { cpu: 3 }.is_missing_feature());
     }
 }
