@@ -66,6 +66,8 @@ pub mod code {
     pub const EIO: Error = Error(bindings::EIO as _);
     /// Error `ENODEV`.
     pub const ENODEV: Error = Error(bindings::ENODEV as _);
+    /// Error `ENOENT`.
+    pub const ENOENT: Error = Error(bindings::ENOENT as _);
     /// Error `ENOMEM`.
     pub const ENOMEM: Error = Error(bindings::ENOMEM as _);
 }
