@@ -887,18 +887,14 @@ boot_option_is_the_default() {
 
 # --- KVM on a stock kernel before 6.12.19 (Debian's 5.10.262 and 6.1.192): SVM runs guests
 # with the host's DEBUGCTL there, so an armed Bus Lock Detect would fire inside guests. The
-# VM for stock kernels provides KVM as modules to insmod:
-#   AMD_SLD_KVM_KO      kvm.ko
-#   AMD_SLD_KVM_AMD_KO  kvm-amd.ko
+# VM for stock kernels carries kvm_amd and its dependencies for modprobe (scripts/vmtest).
 
-kvm_amd_insmod() { # loads kvm if needed, then kvm_amd; insmod's error on stderr
-	[ -e /sys/module/kvm ] || insmod "$AMD_SLD_KVM_KO" || return
-	insmod "$AMD_SLD_KVM_AMD_KO"
+kvm_amd_insmod() { # loads kvm_amd and what it needs; modprobe's error on stderr
+	modprobe kvm_amd
 }
 
 kvm_amd_rmmod() {
-	[ ! -e /sys/module/kvm_amd ] || rmmod kvm_amd || fail "rmmod kvm_amd failed"
-	[ ! -e /sys/module/kvm ] || rmmod kvm 2> /dev/null
+	[ ! -e /sys/module/kvm_amd ] || modprobe -r kvm_amd || fail "modprobe -r kvm_amd failed"
 }
 
 # Whether the running kernel is older than 6.12.19, where KVM keeps DEBUGCTL to itself.
@@ -908,7 +904,7 @@ kernel_before_6_12_19() {
 
 kvm_rule_on_unsafe_kernel() { # zen5 (trap and PMU), stock kernel before 6.12.19
 	kernel_before_6_12_19 || skip "$(uname -r): KVM keeps the host's DEBUGCTL out of guests here"
-	[ -n "$AMD_SLD_KVM_KO" ] && [ -n "$AMD_SLD_KVM_AMD_KO" ] || skip "AMD_SLD_KVM_KO and AMD_SLD_KVM_AMD_KO not set"
+	[ -n "$(find /lib/modules -name "kvm[-_]amd.ko*" 2> /dev/null)" ] || skip "no kvm_amd module to load"
 	kvm_amd_rmmod
 	[ ! -e /sys/module/kvm_amd ] || skip "kvm_amd is built in"
 	SRC=/sys/module/amd_sld/parameters/source
@@ -968,6 +964,107 @@ kvm_rule_on_unsafe_kernel() { # zen5 (trap and PMU), stock kernel before 6.12.19
 	kvm_amd_rmmod
 }
 
+# --- The emulated CPU under the running kernel, with no module: what every other case
+# stands on (scripts/vmtest --kernel bullseye|bookworm|trixie proves its harness with it)
+
+kernel_at_least() { # major minor: whether uname -r is that version or later
+	uname -r | awk -F'[.-]' -v M="$1" -v m="$2" '{ exit !($1 > M || ($1 == M && $2 >= m)) }'
+}
+
+cpuid_bit() { # leaf register bit
+	value=$(field "$2" "$("$CPUID" "$1")") || fail "cpuid $1 failed"
+	echo $(((value >> $3) & 1))
+}
+
+has_cpu_flag() { # flag: named in /proc/cpuinfo
+	grep -m 1 '^flags' /proc/cpuinfo | tr ' ' '\n' | grep -qx "$1"
+}
+
+kernel_boots_with_emulated_cpu() {
+	echo "AMD_SLD_KERNEL=${AMD_SLD_KERNEL:-test}, machine ${AMD_SLD_MACHINE:-zen5}: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+	[ -z "$AMD_SLD_EXPECT_CPUS" ] || expect_eq "online CPUs" "$(nproc)" "$AMD_SLD_EXPECT_CPUS"
+	case ${AMD_SLD_MACHINE:-zen5} in # what scripts/lib.sh qemu_cpu gives each machine
+	zen5 | zen5-debugctl-ignored) bld=1 pmu=1 ;;
+	zen4) bld=0 pmu=1 ;;
+	zen5-nopmu) bld=1 pmu=0 ;;
+	*) bld=0 pmu=0 ;;
+	esac
+	expect_eq "CPUID 0x7 ECX[24] (Bus Lock Detect)" "$(cpuid_bit 7 ecx 24)" $bld
+	expect_eq "CPUID 0x80000001 ECX[23] (PerfCtrExtCore)" "$(cpuid_bit 0x80000001 ecx 23)" $pmu
+	# Linux names the Bus Lock Detect flag since 5.13 (its Intel support); 5.10 does not.
+	if kernel_at_least 5 13; then
+		has_cpu_flag bus_lock_detect && named=1 || named=0
+		expect_eq "bus_lock_detect in /proc/cpuinfo" $named $bld
+	else
+		echo "bus_lock_detect: not a flag $(uname -r) names (5.13+); CPUID says $bld"
+	fi
+	has_cpu_flag perfctr_core && named=1 || named=0
+	expect_eq "perfctr_core in /proc/cpuinfo" $named $pmu
+	# DEBUGCTL through the kernel's MSR driver, on every CPU: 0, but where the kernel arms
+	# Bus Lock Detect itself (6.13+: sid) on a CPU that has it.
+	armed=0
+	[ $bld = 1 ] && [ "${AMD_SLD_MACHINE:-zen5}" != zen5-debugctl-ignored ] && kernel_at_least 6 13 && armed=4
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		expect_eq "CPU $c DEBUGCTL (the kernel's own)" "$(debugctl "$c")" $armed
+	done
+	# Debian's stress-ng, unmodified: its split locks must run to the end.
+	stress-ng --lockbus 1 --lockbus-ops 200 --quiet > /tmp/sng.out 2>&1 || fail "stress-ng --lockbus failed: $(cat /tmp/sng.out)"
+	# ... and trap where the CPU has Bus Lock Detect: the kernel's own handler (5.13+) sees
+	# each bus lock once the trap is armed. 6.1 and 6.12 (the test kernel too) never arm it
+	# on AMD, but they do take it: they start in warn ('x86/split lock detection: #DB:
+	# warning on user-space bus_locks' at boot) and log '... took a bus_lock trap'.
+	# 5.10 has no handler: an armed trap's #DB passes silently there (no signal, no line).
+	if [ "${AMD_SLD_MACHINE:-zen5}" = zen5-debugctl-ignored ]; then
+		"$MSR" 1 0x1d9 4 || fail "cannot write DEBUGCTL on CPU 1"
+		expect_eq "CPU 1 DEBUGCTL after writing bit 2 (the machine ignores it)" "$(debugctl 1)" 0
+		echo "stress-ng --lockbus ran; DEBUGCTL ignores writes here: no trap to count it with"
+		return 0
+	fi
+	if [ $bld = 0 ]; then
+		echo "stress-ng --lockbus ran; no Bus Lock Detect to count it with here"
+		return 0
+	fi
+	if ! kernel_has_function handle_bus_lock; then
+		echo "stress-ng --lockbus ran; $(uname -r) has no bus-lock #DB handler (handle_bus_lock, 5.13+) to count it with"
+		return 0
+	fi
+	probe_functions handle_bus_lock
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") | 4)) || fail "cannot set DEBUGCTL[2] on CPU $c"
+	done
+	stress-ng --lockbus 1 --lockbus-ops 200 --quiet > /tmp/sng.out 2>&1
+	status=$?
+	split=$(probe_calls handle_bus_lock)
+	stress-ng --lockbus 1 --lockbus-ops 200 --lockbus-nosplit --quiet >> /tmp/sng.out 2>&1 || status=$?
+	nosplit=$(($(probe_calls handle_bus_lock) - split))
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		"$MSR" "$c" 0x1d9 $(($(debugctl "$c") & ~4 | armed)) || fail "cannot restore DEBUGCTL on CPU $c"
+	done
+	unprobe_functions handle_bus_lock
+	[ $status -eq 0 ] || fail "stress-ng --lockbus failed with the trap armed: $(cat /tmp/sng.out)"
+	echo "kernel handle_bus_lock calls: stress-ng --lockbus-ops 200: $split; --lockbus-nosplit: $nosplit"
+	[ "${split:-0}" -gt 0 ] || fail "the armed trap saw no bus lock of stress-ng --lockbus"
+	expect_eq "bus-lock traps of --lockbus-nosplit" "$nosplit" 0
+}
+
+# KVM for AMD loads on the emulated CPU where it has SVM (scripts/lib.sh qemu_cpu): what a
+# case running a KVM guest (the PMU source's guest mode) needs first.
+kvm_amd_loads_on_emulated_svm() {
+	expect_eq "CPUID 0x80000001 ECX[2] (SVM)" "$(cpuid_bit 0x80000001 ecx 2)" 1
+	has_cpu_flag svm || fail "no svm in /proc/cpuinfo"
+	echo "CPUID 0x8000000a: $("$CPUID" 0x8000000a)"
+	if [ ! -e /sys/module/kvm_amd ]; then
+		modprobe kvm_amd > /tmp/modprobe.out 2>&1 || fail "modprobe kvm_amd failed: $(cat /tmp/modprobe.out); $(dmesg | grep -i -e kvm -e svm | tail -n 5)"
+	fi
+	dmesg | grep -i -e kvm -e svm -e ccp | sed 's/^/dmesg: /'
+	[ -e /sys/module/kvm_amd ] || fail "kvm_amd is not loaded"
+	[ -c /dev/kvm ] || fail "no /dev/kvm"
+	for p in npt nested; do
+		[ -e /sys/module/kvm_amd/parameters/$p ] && echo "kvm_amd.$p=$(cat /sys/module/kvm_amd/parameters/$p)"
+	done
+	rmmod kvm_amd && rmmod kvm || fail "cannot unload kvm_amd and kvm"
+}
+
 # --- Cases by emulated machine (scripts/vmtest --machine)
 
 CASES_zen5="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
@@ -998,17 +1095,31 @@ CASES_bare="refuses_without_trap_or_pmu"
 CASES_zen5_mainline="refuses_bld_where_the_kernel_arms_it pmu_counts_exactly_and_attributes
 pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process pmu_cpu_hotplug pmu_unload_under_load
 incident_reproducer_caught_by_the_pmu"
-# Debian's stock kernels before 6.12.19 (bullseye 5.10, bookworm 6.1), whose KVM runs guests
-# with the host's DEBUGCTL; the VM provides kvm.ko and kvm-amd.ko (AMD_SLD_KVM_KO, ...).
-CASES_zen5_kvm_unsafe="kvm_rule_on_unsafe_kernel"
+# Debian's stock kernels without CONFIG_RUST (scripts/vmtest --kernel bullseye|bookworm|
+# trixie --module KO, the module built by scripts/debian-module): every case of the test
+# kernel, and the emulated CPU under that kernel first. On 5.10, which has no
+# handle_bus_lock(), the two cases that probe it skip, saying so. bullseye's 5.10.262 and
+# bookworm's 6.1.192 run KVM guests with the host's DEBUGCTL: the KVM rule applies there.
+CASES_stock="kernel_boots_with_emulated_cpu kvm_amd_loads_on_emulated_svm"
+for suite in bullseye bookworm trixie; do
+	eval "CASES_zen5_$suite=\"\$CASES_stock \$CASES_zen5\""
+	for other in zen4 zen5_nopmu zen5_debugctl_ignored bare; do
+		eval "CASES_${other}_$suite=\"\$CASES_stock \$CASES_$other\""
+	done
+done
+CASES_zen5_bullseye="$CASES_zen5_bullseye kvm_rule_on_unsafe_kernel"
+CASES_zen5_bookworm="$CASES_zen5_bookworm kvm_rule_on_unsafe_kernel"
+# With --module on zen5 vmtest leaves amd_sld loaded for the reboot on these kernels as on
+# the test kernel, and looks for 'DEBUGCTL restored' on the console.
 
 machine=$(echo "${AMD_SLD_MACHINE:-zen5}" | tr -- - _)
 case ${AMD_SLD_KERNEL:-test} in
 test) ;;
-bullseye | bookworm) machine=${machine}_kvm_unsafe ;;
+bullseye | bookworm | trixie) machine=${machine}_$AMD_SLD_KERNEL ;;
 *) machine=${machine}_mainline ;;
 esac
 eval "CASES=\${CASES_$machine-}"
-[ -n "$CASES" ] || { echo "amd_sld.sh: unknown machine '$AMD_SLD_MACHINE'" >&2; exit 1; }
+[ -n "$CASES" ] || [ -n "$AMD_SLD_CASES" ] ||
+	{ echo "amd_sld.sh: no cases for machine '${AMD_SLD_MACHINE:-zen5}' on kernel '${AMD_SLD_KERNEL:-test}'" >&2; exit 1; }
 # shellcheck disable=SC2086 # a list of case names
 run_cases ${AMD_SLD_CASES:-$CASES}
