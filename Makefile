@@ -39,7 +39,8 @@ $(KO): $(MODULE_SOURCES) Makefile scripts/standalone-build $(wildcard scripts/st
 	@rm -rf $(BUILD)/src
 	@cp -p --parents $(MODULE_SOURCES) $(BUILD)/
 ifeq ($(STANDALONE),y)
-	RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) AMD_SLD_WERROR=$(WERROR) scripts/standalone-build all $(KDIR) $(BUILD)
+	RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) CLIPPY_DRIVER=$(KCLIPPY) CLIPPY=$(CLIPPY) AMD_SLD_WERROR=$(WERROR) \
+		scripts/standalone-build all $(KDIR) $(BUILD)
 else
 	$(MAKE) -C $(KDIR) M=$(abspath $(BUILD)) $(KBUILD_VARS) modules
 endif
@@ -59,7 +60,7 @@ host-test:
 
 lint:
 	cargo fmt --all --check
-	rustfmt --edition 2021 --check src/kmod/amd_sld.rs
+	rustfmt --edition 2021 --check src/kmod/amd_sld.rs src/kmod/ffi/standalone/lib.rs src/kmod/ffi/standalone/compiler_builtins.rs
 	cargo clippy --workspace --all-targets -- -D warnings
 
 vmtest:

@@ -28,6 +28,8 @@ qemu_cpu() { # machine
 	esac
 }
 TEST_MACHINES="zen5 zen4 zen5-nopmu zen5-debugctl-ignored bare"
+# Debian suites whose stock kernel has no CONFIG_RUST: amd_sld builds the standalone way.
+STOCK_SUITES="bullseye bookworm trixie"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }

@@ -7,6 +7,10 @@
 
 #![allow(
     clippy::all,
+    clippy::ptr_as_ptr,
+    clippy::ref_as_ptr,
+    clippy::undocumented_unsafe_blocks,
+    unreachable_pub,
     dead_code,
     improper_ctypes,
     missing_docs,

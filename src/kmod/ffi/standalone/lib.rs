@@ -22,13 +22,16 @@ pub mod print;
 #[allow(non_camel_case_types)]
 pub mod ffi {
     pub use core::ffi::{
-        c_int, c_long, c_longlong, c_schar, c_short, c_uchar, c_uint, c_ulong, c_ulonglong,
-        c_ushort, c_void,
+        c_int, c_longlong, c_schar, c_short, c_uchar, c_uint, c_ulonglong, c_ushort, c_void,
     };
 
     /// `char`, unsigned as the `kernel` crate has it on every architecture (the kernel
     /// builds with `-funsigned-char` since 6.2); amd_sld never passes one by value.
     pub type c_char = u8;
+    /// `long`, pointer-sized in the kernel, as the `kernel` crate maps it.
+    pub type c_long = isize;
+    /// `unsigned long`, pointer-sized in the kernel, as the `kernel` crate maps it.
+    pub type c_ulong = usize;
 }
 
 /// What `use kernel::prelude::*` brings into the crate root.
@@ -172,8 +175,6 @@ macro_rules! module {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     print::emerg(format_args!("{info}\n"));
-    loop {
-        // SAFETY: `ud2` raises #UD, which the kernel turns into an oops of this task.
-        unsafe { core::arch::asm!("ud2", options(noreturn)) };
-    }
+    // SAFETY: `ud2` raises #UD, which the kernel turns into an oops of this task.
+    unsafe { core::arch::asm!("ud2", options(noreturn)) }
 }

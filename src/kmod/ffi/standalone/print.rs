@@ -11,8 +11,11 @@ use core::fmt::{self, Write};
 
 extern "C" {
     /// helpers.c: `printk(format, prefix, message)`; `printk` is a macro since 5.15.
-    fn amd_sld_kernel_printk(format: *const c_char, prefix: *const c_char, message: *const c_char)
-        -> c_int;
+    fn amd_sld_kernel_printk(
+        format: *const c_char,
+        prefix: *const c_char,
+        message: *const c_char,
+    ) -> c_int;
 }
 
 /// printk formats of each level: a `%s` prefix (the module name), then the message.
