@@ -676,9 +676,12 @@ expect_refusal() { # "insmod arguments" "log line (basic regex)" ["insmod error"
 }
 
 # With the default source=auto, the module takes the source there is and counts exactly.
-auto_counts_with() { # source program n
+auto_counts_with() { # source program n why: auto takes source, saying why in one line
+	dmesg -c > /dev/null
 	load
 	expect_eq "the source auto takes here" "$(counter source)" "$1"
+	expect_eq "lines saying why auto took $1" "$(dmesg | grep -c 'amd_sld: source=auto: ')" 1
+	dmesg | grep -q "amd_sld: source=auto: $4" || fail "no line 'source=auto: $4': $(dmesg | grep 'source=auto')"
 	out=$("$2" -n "$3") || fail "$2 failed: $out"
 	expect_eq "bus_locks of $3 bus locks by $(basename "$2") ($1)" "$(counter bus_locks)" "$3"
 	unload
@@ -686,12 +689,12 @@ auto_counts_with() { # source program n
 
 refuses_pmu_without_a_pmu() { # zen5-nopmu
 	expect_refusal source=pmu "amd_sld: not loading: source=pmu: the PMU cannot count ls_locks.bus_lock here"
-	auto_counts_with bld "$BUSLOCK" 10
+	auto_counts_with bld "$BUSLOCK" 10 "Bus Lock Detect: this CPU has Bus Lock Detect and the kernel leaves it to amd_sld"
 }
 
 refuses_bld_without_bus_lock_detect() { # zen4: a PMU, no trap
 	expect_refusal source=bld "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear"
-	auto_counts_with pmu "$LOCKWAIT" 500
+	auto_counts_with pmu "$LOCKWAIT" 500 "pmu, not Bus Lock Detect: this AMD CPU has no Bus Lock Detect"
 }
 
 # Debian's stock 7.x (vmtest --kernel sid): the kernel arms Bus Lock Detect itself, so the
@@ -699,7 +702,7 @@ refuses_bld_without_bus_lock_detect() { # zen4: a PMU, no trap
 refuses_bld_where_the_kernel_arms_it() { # zen5, mainline
 	expect_refusal source=bld "amd_sld: not loading: this kernel (6.13 or later) arms AMD bus-lock detection itself" \
 		"Device or resource busy"
-	auto_counts_with pmu "$LOCKWAIT" 500
+	auto_counts_with pmu "$LOCKWAIT" 500 "pmu, not Bus Lock Detect: this kernel (6.13 or later) arms"
 }
 
 refuses_without_trap_or_pmu() { # bare: stock TCG, neither

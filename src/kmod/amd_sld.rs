@@ -13,7 +13,7 @@ use core::fmt::Write;
 use kernel::error::code;
 use kernel::prelude::*;
 
-use crate::capability::{Refusal, Why};
+use crate::capability::{Refusal, Requested};
 use crate::ffi::{pr_err, pr_info, pr_warn};
 use crate::record::Source;
 
@@ -103,8 +103,13 @@ impl kernel::Module for AmdSld {
         let _param_lock = ffi::ParamLock::lock(module);
         let decision = control::choose_source().map_err(refuse)?;
         let source = decision.source;
-        if decision.why == Why::KvmGuestsUnderTrap {
-            pr_info!("source=auto: pmu, not Bus Lock Detect: {}\n", decision.why);
+        if control::requested() == Requested::Auto {
+            match source {
+                Source::Bld => pr_info!("source=auto: Bus Lock Detect: {}\n", decision.why),
+                Source::Pmu => {
+                    pr_info!("source=auto: pmu, not Bus Lock Detect: {}\n", decision.why)
+                }
+            }
         }
         params::start_from_boot_option(boot_command_line);
         let sysfs = ffi::SysfsDir::create(c"amd_sld", &FILES)?;

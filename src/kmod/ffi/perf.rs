@@ -77,11 +77,8 @@ impl Drop for CountersLocked {
 /// exit, dead) count nothing; checked in glue.c.
 const PERF_EVENT_STATE_INACTIVE: c_int = 0;
 
-type OverflowHandler = unsafe extern "C" fn(
-    *mut bindings::perf_event,
-    *mut PerfSampleData,
-    *mut bindings::pt_regs,
-);
+type OverflowHandler =
+    unsafe extern "C" fn(*mut bindings::perf_event, *mut PerfSampleData, *mut bindings::pt_regs);
 
 /// `struct perf_sample_data`, never looked into: its layout changes between kernels.
 #[repr(C)]

@@ -14,11 +14,7 @@ use super::time::msleep;
 
 extern "C" {
     // `task_struct` trips `improper_ctypes` (a zero-sized member): pass it untyped.
-    fn task_work_add(
-        task: *mut c_void,
-        work: *mut bindings::callback_head,
-        mode: c_uint,
-    ) -> c_int;
+    fn task_work_add(task: *mut c_void, work: *mut bindings::callback_head, mode: c_uint) -> c_int;
     fn amd_sld_synchronize_rcu_tasks();
     fn amd_sld_task_work_from_nmi_sync();
 }
