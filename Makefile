@@ -40,7 +40,7 @@ $(KO): $(MODULE_SOURCES) Makefile scripts/standalone-build $(wildcard scripts/st
 	@cp -p --parents $(MODULE_SOURCES) $(BUILD)/
 ifeq ($(STANDALONE),y)
 	RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) CLIPPY_DRIVER=$(KCLIPPY) CLIPPY=$(CLIPPY) AMD_SLD_WERROR=$(WERROR) \
-		scripts/standalone-build all $(KDIR) $(BUILD)
+		MAKE_ARGS="$(if $(KCC),CC=$(KCC))" scripts/standalone-build all $(KDIR) $(BUILD)
 else
 	$(MAKE) -C $(KDIR) M=$(abspath $(BUILD)) $(KBUILD_VARS) modules
 endif

@@ -56,7 +56,7 @@ mod trap;
 module! {
     type: AmdSld,
     name: "amd_sld",
-    description: "Split-lock / bus-lock detection (Bus Lock Detect #DB) for AMD Zen on Linux 6.12",
+    description: "Split-lock / bus-lock detection for AMD Zen: Bus Lock Detect #DB and the ls_locks.bus_lock PMU event",
     license: "GPL",
 }
 
@@ -239,10 +239,10 @@ fn watch_kvm_amd() -> Result<Option<ffi::ModuleWatch>> {
         return Ok(None);
     }
     let watch = ffi::ModuleWatch::register::<KvmWatch>()?;
-    let found = ffi::module_present(hw::KVM_AMD).unwrap_or_else(|error| {
+    let found = ffi::module_present(hw::KVM_AMD, &THIS_MODULE).unwrap_or_else(|error| {
         pr_warn!(
-            "cannot tell whether kvm_amd is loaded ({:?}): taking it as loaded\n",
-            error
+            "cannot tell whether kvm_amd is loaded (/sys/module not visible to insmod, or error {}): taking it as loaded\n",
+            error.to_errno()
         );
         true
     });

@@ -25,11 +25,6 @@
 #include <linux/hrtimer.h>
 #include <linux/irq_work.h>
 #include <linux/percpu.h>
-#if __has_include(<linux/resume_user_mode.h>)
-#include <linux/resume_user_mode.h> /* set_notify_resume(), 5.18 on */
-#else
-#include <linux/tracehook.h>
-#endif
 #include <linux/sysfs.h>
 #include <asm/cpufeature.h>
 #include <asm/kdebug.h>
@@ -202,16 +197,16 @@ void amd_sld_counters_unlock(void)
 }
 
 /*
- * Task work for current, queued from NMI context: TWA_NMI_CURRENT since 6.11. Before, the
- * same as kernel/task_work.c does it since: queue without notification (TWA_NONE only
- * links the work, which is NMI-safe), then raise TIF_NOTIFY_RESUME from an irq_work,
- * whose self-IPI arrives as soon as the NMI returns and makes the return to user mode
- * run the work (an NMI's own return does not look at TIF flags).
+ * Task work for current, queued from NMI context: TWA_NMI_CURRENT since 6.11. Before, as
+ * kernel/task_work.c does it since: link the work without notification (TWA_NONE, an
+ * NMI-safe cmpxchg), set TIF_NOTIFY_RESUME on current right here in the NMI, and raise an
+ * irq_work whose self-IPI arrives as soon as the NMI returns, so that the return to user
+ * mode goes through the path that looks at TIF flags (an NMI's own return does not).
  */
 #ifndef AMD_SLD_HAVE_TWA_NMI_CURRENT
 static void amd_sld_nmi_resume(struct irq_work *work)
 {
-	set_notify_resume(current);
+	/* Nothing: the interrupt's return to user mode runs the work. */
 }
 
 /*
@@ -232,6 +227,7 @@ int amd_sld_task_work_add_from_nmi(struct callback_head *work)
 	int status = task_work_add(current, work, TWA_NONE);
 
 	if (!status) {
+		set_tsk_thread_flag(current, TIF_NOTIFY_RESUME);
 		WRITE_ONCE(resume->func, amd_sld_nmi_resume);
 		irq_work_queue(resume);
 	}

@@ -17,6 +17,7 @@ use core::ffi::CStr;
 use kernel::bindings;
 use kernel::error::{code, from_err_ptr, Result};
 use kernel::ffi::{c_char, c_int, c_ulong, c_void};
+use kernel::ThisModule;
 
 use super::notifier::NotifierSlot;
 
@@ -121,8 +122,18 @@ impl Drop for ModuleWatch {
 }
 
 /// Whether the module `name` is loaded (past its COMING notifiers) or built in, by
-/// `/sys/module/NAME`. Process context; opens it in the caller's mount namespace.
-pub(crate) fn module_present(name: &CStr) -> Result<bool> {
+/// `/sys/module/NAME`. Process context, in the `init` of the module `this`: opens it in the
+/// caller's root and mount namespace, so first makes sure that `this` module's own
+/// directory is visible there (`mod_sysfs_setup()` runs before `do_init_module()`); where
+/// it is not (a chroot, a container, an early boot without /sys) the answer is unknown:
+/// `ENOENT`.
+pub(crate) fn module_present(name: &CStr, this: &ThisModule) -> Result<bool> {
+    // SAFETY: `this` is a live module (its init is running); `name` is a NUL-terminated
+    // array inside it.
+    let own = unsafe { CStr::from_ptr(amd_sld_module_name(this.as_ptr().cast()).cast()) };
+    if !sysfs_module_exists(own)? {
+        return Err(code::ENOENT);
+    }
     sysfs_module_exists(name)
 }
 
