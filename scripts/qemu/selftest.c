@@ -298,6 +298,80 @@ static void check_flags_pf(void)
 	      "%d/200 second page absent before)", bad, got, unmapped);
 }
 
+/* --- flags around cmpxchg8b/16b --- */
+/*
+ * CMPXCHG8B/16B change ZF and leave the other flags alone. QEMU 7.2 translates them to
+ * helpers that compute the old flags from env->cc_op, which the translator had not
+ * synced: after 'popf' (env->cc_op = EFLAGS) and 'add' in the same TB, the helper took
+ * the add's source operand (CC_SRC) for EFLAGS and kept it, garbage bits and TF
+ * included, until an exit from the CPU loop, an interrupt or a syscall folded it into
+ * the real EFLAGS (the kernel-mode single-step #DB seen on Debian 6.12's SLUB fast path).
+ * Wanted: 0 + 0x980 gives CF PF AF ZF SF OF all 0 (PF: the low byte 0x80 has one bit set),
+ * then ZF=1 from the successful compare; TF stays 0.
+ */
+#define CX_OPERAND 0x980UL /* OF, TF and SF as an add's source operand */
+#define CX_WANT 0x40UL     /* ZF */
+
+static unsigned long cx_flags(unsigned __int128 *m, int kind, bool syscall_after)
+{
+	uint64_t lo = (uint64_t)*m, hi = (uint64_t)(*m >> 64), t;
+	unsigned long f;
+
+	/* lea, not sub, around the pushes: keep gcc's red zone and the flags intact. */
+#define CX_ASM(insn)                                                                       \
+	__asm__ volatile("lea -128(%%rsp), %%rsp\n\tpushq $0x202\n\tpopfq\n\tjmp 1f\n1:\n\t"  \
+			 "xorl %k[t], %k[t]\n\taddq %[v], %[t]\n\t" insn " %[m]\n\t"           \
+			 "pushfq\n\tpopq %[f]\n\tlea 128(%%rsp), %%rsp"                         \
+			 : [f] "=r"(f), [t] "=&r"(t), [m] "+m"(*m), "+a"(lo), "+d"(hi)          \
+			 : [v] "r"(CX_OPERAND), "b"(lo + 1), "c"(hi)                            \
+			 : "cc", "memory")
+	switch (kind) {
+	case 0: CX_ASM("cmpxchg16b"); break;
+	case 1: CX_ASM("lock cmpxchg16b"); break;
+	case 2: lo = (uint32_t)*m, hi = (uint32_t)(*m >> 32); CX_ASM("cmpxchg8b"); break;
+	default: lo = (uint32_t)*m, hi = (uint32_t)(*m >> 32); CX_ASM("lock cmpxchg8b"); break;
+	}
+#undef CX_ASM
+	if (syscall_after) {
+		/* The syscall saves EFLAGS in R11 and SYSRET/IRET restores it: a leaked TF traps. */
+		uint64_t a = (uint64_t)*m, d = (uint64_t)(*m >> 64), c = d;
+
+		__asm__ volatile("lea -128(%%rsp), %%rsp\n\tpushq $0x202\n\tpopfq\n\tjmp 1f\n1:\n\t"
+				 "xorl %k[t], %k[t]\n\taddq %[v], %[t]\n\tcmpxchg16b %[m]\n\t"
+				 "movl %[nr], %%eax\n\tsyscall\n\tlea 128(%%rsp), %%rsp"
+				 : [t] "=&r"(t), [m] "+m"(*m), "+a"(a), "+d"(d), "+c"(c)
+				 : [v] "r"(CX_OPERAND), "b"(a + 1), [nr] "i"(SYS_getppid)
+				 : "r11", "cc", "memory");
+	}
+	return f & (FLAGS_MASK | TF);
+}
+
+static void check_cmpxchg_flags(void)
+{
+	static const char *const names[] = { "cmpxchg16b", "lock cmpxchg16b", "cmpxchg8b",
+					     "lock cmpxchg8b" };
+	static unsigned __int128 m __attribute__((aligned(64)));
+	unsigned long got = 0;
+	int traps;
+
+	for (int kind = 0; kind < 4; kind++) {
+		int bad = 0;
+
+		for (int i = 0; i < 100; i++) {
+			got = cx_flags(&m, kind, false);
+			bad += got != CX_WANT;
+		}
+		check(!bad, "'popf; add; %s' (success) keeps CF..OF of the add, ZF=1, no TF "
+		      "(%d/100 bad, flags %#lx want %#lx)", names[kind], bad, got, CX_WANT);
+	}
+	traps = sigtraps;
+	step_budget = 1; /* the SIGTRAP handler clears a leaked TF at once */
+	for (int i = 0; i < 100; i++)
+		cx_flags(&m, 0, true);
+	check(sigtraps == traps, "'add; cmpxchg16b; syscall': no single-step SIGTRAP (%d in 100)",
+	      (int)(sigtraps - traps));
+}
+
 /* --- perf --- */
 static int perf_open(uint64_t config, bool excl_user, bool excl_kernel, int hg, uint64_t period)
 {
@@ -699,6 +773,7 @@ int main(int argc, char **argv)
 	}
 	check_flags("with DEBUGCTL[2]=0");
 	check_flags_pf();
+	check_cmpxchg_flags();
 	atomic_store(&stop_busy, true);
 	pthread_join(thread, NULL);
 
