@@ -1,7 +1,13 @@
 # SPDX-License-Identifier: GPL-2.0
 # amd-sld: split-lock / bus-lock detection for AMD Zen on Linux 6.12 LTS.  `make help`.
 
-KDIR ?= /lib/modules/$(shell uname -r)/build
+KVER ?= $(shell uname -r)
+KDIR ?= /lib/modules/$(KVER)/build
+# Where scripts/prepare-rust-headers keeps the Rust metadata a CONFIG_RUST kernel's headers
+# package lacks (Debian's 7.x), and the kernel source it takes it from (default: the
+# distribution's linux-source-X.Y package). docs/admin.md, "A Debian kernel with CONFIG_RUST".
+RUST_HEADERS_DIR ?= /var/lib/amd-sld/rust-headers
+LINUX_SOURCE ?=
 # The kernel's own Rust toolchain: Debian's rustc-web (1.96), not rustup's rustc.
 KRUSTC ?= $(firstword $(wildcard /usr/bin/rustc) rustc)
 KCLIPPY ?= $(firstword $(wildcard /usr/bin/clippy-driver) clippy-driver)
@@ -21,7 +27,7 @@ KCC := $(if $(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),clang)
 KBUILD_VARS := $(if $(KCC),CC=$(KCC)) RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
 	AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
 
-.PHONY: all module module-sources setup kernel check host-test lint vmtest demo stress bench dkms-build install clean help
+.PHONY: all module module-sources rust-headers setup kernel check host-test lint vmtest demo stress bench dkms-build install clean help
 
 all module: $(KO)
 
@@ -42,9 +48,19 @@ ifeq ($(STANDALONE),y)
 	RUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) CLIPPY_DRIVER=$(KCLIPPY) CLIPPY=$(CLIPPY) AMD_SLD_WERROR=$(WERROR) \
 		MAKE_ARGS="$(if $(KCC),CC=$(KCC))" scripts/standalone-build all $(KDIR) $(BUILD)
 else
-	$(MAKE) -C $(KDIR) M=$(abspath $(BUILD)) $(KBUILD_VARS) modules
+	@# Headers without rust/ (Debian's 7.x): the tree prepared from the distribution's source
+	@# (built first when missing, which needs root), else KDIR itself.
+	@kdir=$$(KRUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) RUST_HEADERS_DIR=$(RUST_HEADERS_DIR) LINUX_SOURCE=$(LINUX_SOURCE) \
+		scripts/prepare-rust-headers --kdir $(KDIR)) && \
+	echo "$(MAKE) -C $$kdir M=$(abspath $(BUILD)) $(KBUILD_VARS) modules" && \
+	$(MAKE) -C $$kdir M=$(abspath $(BUILD)) $(KBUILD_VARS) modules
 endif
 	cp $(BUILD)/amd_sld.ko $@
+
+# The Rust metadata of kernel KVER (default: the running one) whose headers lack it.
+rust-headers:
+	KRUSTC=$(KRUSTC) BINDGEN=$(BINDGEN) RUST_HEADERS_DIR=$(RUST_HEADERS_DIR) LINUX_SOURCE=$(LINUX_SOURCE) \
+		scripts/prepare-rust-headers --kdir $(KDIR)
 
 setup:
 	scripts/setup
@@ -92,6 +108,7 @@ help:
 	@echo "make check                       every test: host, lints, module, VM; ends 'N passed, N failed'"
 	@echo "make demo                        the whole story in a VM on emulated AMD hardware (patched QEMU)"
 	@echo "make install                     install amd_sld.ko for the running kernel"
+	@echo "make rust-headers [KVER=...]     prepare the rust/ metadata a CONFIG_RUST kernel's headers lack (Debian 7.x; root)"
 	@echo "make stress                      reliability: host fuzzing + VM suite on the debug kernel (~18 min)"
 	@echo "make bench                       amd_sld beside mainline 7.2 on the emulated CPU; rewrites docs/performance.md"
 	@echo "make dkms-build                  dkms add + build against the test kernel, in a private DKMS tree"

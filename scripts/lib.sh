@@ -30,6 +30,10 @@ qemu_cpu() { # machine
 TEST_MACHINES="zen5 zen4 zen5-nopmu zen5-debugctl-ignored bare"
 # Debian suites whose stock kernel has no CONFIG_RUST: amd_sld builds the standalone way.
 STOCK_SUITES="bullseye bookworm trixie"
+# Debian suites whose stock kernel has CONFIG_RUST=y but headers without rust/ (sid's 7.x):
+# amd_sld builds the Rust-for-Linux way against them once scripts/prepare-rust-headers has
+# rebuilt that metadata (scripts/debian-rust-headers), in the suite's chroot.
+RUST_STOCK_SUITES="sid"
 
 say() { printf '%s\n' "$*" >&2; }
 die() { say "error: $*"; exit 1; }
