@@ -23,6 +23,9 @@ qemu_cpu() { # machine
 	zen4) echo "EPYC,+perfctr-core,pmu=on" ;;
 	zen5-nopmu) echo "EPYC,+bus-lock-detect" ;;
 	zen5-debugctl-ignored) echo "EPYC,+bus-lock-detect,+perfctr-core,pmu=on,x-debugctl-ignore-writes=on" ;;
+	# PerfMonV2 too (scripts/qemu 0004), as real Zen 4/5: what KVM's mediated vPMU (7.0+)
+	# needs. Not in TEST_MACHINES: its cases are for a kernel that has one (--kernel sid).
+	zen5-perfmonv2) echo "EPYC,+bus-lock-detect,+perfctr-core,pmu=on,x-amd-perfmon-v2=on" ;;
 	bare) echo "EPYC" ;;
 	*) return 1 ;;
 	esac

@@ -381,7 +381,9 @@ cli_status_matches_sysfs() {
 	out=$("$BUSLOCK" -n 7) || fail "buslock failed: $out"
 	json=$(amd-sld status --interval 0 --json) || fail "status --json failed"
 	echo "$json"
-	for pair in '"loaded":true' '"policy":"ratelimit:50"' '"source":"bld"' '"requested_source":"auto"' \
+	source=bld
+	kernel_arms_the_trap && source=pmu
+	for pair in '"loaded":true' '"policy":"ratelimit:50"' "\"source\":\"$source\"" '"requested_source":"auto"' \
 		"\"armed_cpus\":\"$(online_cpus)\"" "\"armed_cpu_count\":$(nproc)" '"bus_locks":7' \
 		"\"throttled\":$(counter throttled)" "\"throttled_ms\":$(counter throttled_ms)" \
 		"\"dropped\":$(counter dropped)"; do
@@ -407,8 +409,14 @@ cli_set_validates_and_changes_the_live_policy() {
 	done
 	amd-sld set --source pmu || fail "set --source pmu failed"
 	expect_eq "source after 'set --source pmu'" "$(counter source)" pmu
-	amd-sld set --source bld || fail "set --source bld failed"
-	expect_eq "source after 'set --source bld'" "$(counter source)" bld
+	if kernel_arms_the_trap; then
+		amd-sld set --source bld > /dev/null 2> /tmp/err && fail "set --source bld accepted where the kernel arms the trap"
+		[ -s /tmp/err ] || fail "the refused 'set --source bld' said nothing"
+		expect_eq "source after the refused 'set --source bld'" "$(counter source)" pmu
+	else
+		amd-sld set --source bld || fail "set --source bld failed"
+		expect_eq "source after 'set --source bld'" "$(counter source)" bld
+	fi
 	amd-sld set --source nonsense > /dev/null 2>&1
 	expect_eq "exit code of 'set --source nonsense'" "$?" 2
 	unload
@@ -705,6 +713,46 @@ refuses_bld_where_the_kernel_arms_it() { # zen5, mainline
 	auto_counts_with pmu "$LOCKWAIT" 500 "pmu, not Bus Lock Detect: this kernel (6.13 or later) arms"
 }
 
+# Issue 15: where the kernel arms Bus Lock Detect itself (6.13+, its default warn), the trap
+# and its #DB are the kernel's alone: amd_sld leaves DEBUGCTL as the kernel set it, is not on
+# the die notifier chain (it never calls register_die_notifier(), which a kprobe counts
+# across its load), and the kernel's handle_bus_lock() logs each user bus lock as it does without
+# amd_sld; beside it, amd_sld's PMU source counts the same bus locks exactly and acts.
+kernel_owns_the_trap_with_amd_sld_loaded() { # zen5, mainline
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		eval "debugctl_$c=\$(debugctl $c)"
+		eval "before=\$debugctl_$c"
+		expect_eq "CPU $c DEBUGCTL bit 2 (armed by the kernel)" $((before & 4)) 4
+	done
+	probe_functions handle_bus_lock register_die_notifier
+	load
+	registered=$(probe_calls register_die_notifier)
+	expect_eq "source" "$(counter source)" pmu
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		eval "before=\$debugctl_$c"
+		expect_eq "CPU $c DEBUGCTL with amd_sld loaded" "$(debugctl "$c")" "$before"
+	done
+	dmesg -c > /dev/null
+	sleep 6 # a fresh window of the kernel's pr_warn_ratelimited() (10 lines per 5 s)
+	out=$("$BUSLOCK" -n 50) || fail "buslock failed: $out"
+	pid=$(field pid "$out")
+	calls=$(probe_calls handle_bus_lock)
+	unprobe_functions handle_bus_lock register_die_notifier
+	echo "register_die_notifier calls during amd_sld's load: $registered; kernel handle_bus_lock calls: $calls; amd_sld bus_locks: $(counter bus_locks)"
+	expect_eq "register_die_notifier calls during amd_sld's load" "$registered" 0
+	expect_eq "kernel handle_bus_lock calls for 50 bus locks" "$calls" 50
+	dmesg | grep -qE "x86/split lock detection: #DB: buslock/$pid took a bus_lock trap at address: 0x[0-9a-f]+$" ||
+		fail "no line of the kernel's own handler naming buslock/$pid: $(dmesg | tail -n 5)"
+	expect_eq "bus_locks (amd_sld's PMU)" "$(counter bus_locks)" 50
+	dmesg | grep -qE "amd_sld: PMU: buslock/$pid caused [0-9]+ bus locks$" || fail "no PMU warn line of amd_sld naming buslock/$pid"
+	dmesg | grep -q "amd_sld: #DB:" && fail "amd_sld logged a trap line"
+	unload
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		eval "before=\$debugctl_$c"
+		expect_eq "CPU $c DEBUGCTL after unload" "$(debugctl "$c")" "$before"
+	done
+}
+
 refuses_without_trap_or_pmu() { # bare: stock TCG, neither
 	expect_refusal "" "amd_sld: not loading: this AMD CPU has no Bus Lock Detect (CPUID 0x7 ECX\[24\] is clear) and the PMU cannot count"
 }
@@ -733,6 +781,17 @@ incident_case() { # source
 		expect_eq "traps taken" "$(grep -c " pid=$pid .*source=bld .*count=1 action=warn" $SYS/events)" 32
 	else
 		dmesg | grep -qE "amd_sld: PMU: lockwait/$pid caused [0-9]+ bus locks$" || fail "no PMU line naming lockwait/$pid"
+		# Each sample's user IP: where the CPU was in user mode, or the one its entry into
+		# the kernel saved (6.13+: the NMI lands in the kernel's own #DB handling of the bus
+		# lock), never 0. Sampled, so it may have skidded past the loop (the futex call).
+		ips=$(sed -n "s/.* pid=$pid .*source=pmu guest=0 ip=\(0x[0-9a-f]*\) .*/\1/p" $SYS/events)
+		[ -n "$ips" ] || fail "no pmu event of lockwait/$pid"
+		in_loop=0
+		for ip in $ips; do
+			[ $((ip)) -gt 0 ] && [ $((ip)) -lt $((0x800000000000)) ] || fail "sample IP $ip is not a user address"
+			[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 256)) ] && in_loop=$((in_loop + 1))
+		done
+		echo "sample IPs: $(echo $ips | tr '\n' ' '); $in_loop of them in the wait loop at $fn"
 	fi
 	unload
 }
@@ -745,6 +804,9 @@ incident_reproducer_caught_by_the_pmu() { incident_case pmu; }
 glibc_lll_lock_wait_private_named() {
 	need_split_locks
 	load
+	# The kernel's own line is what names the instruction where it owns the trap: wait out
+	# its pr_warn_ratelimited() window (10 lines per 5 s), which earlier cases may have used.
+	! kernel_arms_the_trap || sleep 6
 	"$LOCKWAIT" --glibc -t 1000 > /tmp/out 2>&1
 	status=$?
 	cat /tmp/out
@@ -754,28 +816,43 @@ glibc_lll_lock_wait_private_named() {
 	pid=$(field pid "$out")
 	fn=$(field glibc_fn "$out")
 	expect_eq "bus_locks" "$(counter bus_locks)" 1
-	ip=$(dmesg | sed -n "s/.*amd_sld: #DB: lockwait\/$pid took a bus_lock trap at address: \(0x[0-9a-f]*\)$/\1/p")
-	[ -n "$ip" ] || fail "no trap line naming lockwait/$pid"
-	echo "trap at $ip; glibc's __lll_lock_wait_private at $fn"
-	[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 64)) ] || fail "trap IP $ip is not in __lll_lock_wait_private ($fn)"
+	if [ "$(counter source)" = bld ]; then
+		ip=$(dmesg | sed -n "s/.*amd_sld: #DB: lockwait\/$pid took a bus_lock trap at address: \(0x[0-9a-f]*\)$/\1/p")
+		[ -n "$ip" ] || fail "no trap line naming lockwait/$pid"
+		echo "trap at $ip; glibc's __lll_lock_wait_private at $fn"
+	else
+		# Where the kernel owns the trap (6.13+), its own handler names the process and
+		# the instruction; amd_sld's PMU counts the one bus lock exactly but cannot sample
+		# it: x86 perf programs a period of at least 2 (x86_perf_event_set_period()).
+		ip=$(dmesg | sed -n "s/.*x86\/split lock detection: #DB: lockwait\/$pid took a bus_lock trap at address: \(0x[0-9a-f]*\)$/\1/p")
+		[ -n "$ip" ] || fail "no line of the kernel's own handler naming lockwait/$pid"
+		echo "the kernel's trap at $ip; glibc's __lll_lock_wait_private at $fn"
+	fi
+	[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 64)) ] || fail "IP $ip is not in __lll_lock_wait_private ($fn)"
 	unload
 }
 
 # stress-ng's own lockbus stressor, from Debian's package: the same bogo operations make the
 # same bus locks, so the two sources must count the same; with --lockbus-nosplit, none.
+# Where the kernel owns the trap (6.13+), the trap's count is its handle_bus_lock() calls,
+# made beside amd_sld's PMU source during the same runs.
 stress_ng_lockbus_counted_by_both_sources() {
 	need_split_locks
 	command -v stress-ng > /dev/null || fail "stress-ng is not in the VM (scripts/vmtest copies it)"
-	for source in bld pmu; do
+	kernel_arms_the_trap && probe_functions handle_bus_lock
+	for source in $(sources_here); do
 		load "source=$source"
 		stress-ng --lockbus 1 --lockbus-ops 200 --quiet > /tmp/sng.out 2>&1 || fail "stress-ng failed: $(cat /tmp/sng.out)"
 		eval "count_$source=$(counter bus_locks)"
+		kernel_arms_the_trap && count_bld=$(probe_calls handle_bus_lock)
 		grep -q "comm=stress-ng" $SYS/top || fail "top does not name stress-ng ($source)"
 		stress-ng --lockbus 1 --lockbus-ops 200 --lockbus-nosplit --quiet > /tmp/sng.out 2>&1 ||
 			fail "stress-ng --lockbus-nosplit failed: $(cat /tmp/sng.out)"
 		eval "nosplit_$source=\$((\$(counter bus_locks) - \$count_$source))"
+		kernel_arms_the_trap && nosplit_bld=$(($(probe_calls handle_bus_lock) - count_bld))
 		unload
 	done
+	kernel_arms_the_trap && unprobe_functions handle_bus_lock
 	echo "stress-ng --lockbus-ops 200: trap $count_bld, PMU $count_pmu; --lockbus-nosplit: trap $nosplit_bld, PMU $nosplit_pmu"
 	[ "$count_bld" -gt 0 ] || fail "the trap saw no bus lock of stress-ng"
 	expect_eq "the PMU's count against the trap's" "$count_pmu" "$count_bld"
@@ -784,7 +861,7 @@ stress_ng_lockbus_counted_by_both_sources() {
 }
 
 aligned_operands_count_nothing() {
-	for source in bld pmu; do
+	for source in $(sources_here); do
 		load "source=$source"
 		"$BUSLOCK" -a -n 2000 > /dev/null || fail "buslock -a failed"
 		"$LOCKWAIT" -a -n 2000 > /dev/null || fail "lockwait -a failed"
@@ -967,6 +1044,78 @@ kvm_rule_on_unsafe_kernel() { # zen5 (trap and PMU), stock kernel before 6.12.19
 	kvm_amd_rmmod
 }
 
+# Issue 15: KVM's mediated vPMU (7.0+, kvm_amd enable_mediated_pmu=1, which needs PerfMonV2:
+# machine zen5-perfmonv2). While perf events that count guest mode exist, KVM refuses vCPUs
+# with a mediated vPMU (perf_create_mediated_pmu(): EBUSY); while such vCPUs exist, perf
+# refuses events that count guest mode (mediated_pmu_account_event(): EOPNOTSUPP). amd_sld's
+# existing counters are never touched; new ones count host mode only, exactly, which it
+# says once in the log and in guest_uncounted_cpus. kvmvm creates the vCPU a VMM would.
+mediated_vpmu_and_the_pmu_source() { # zen5-perfmonv2, mainline
+	kernel_at_least 7 0 || skip "$(uname -r) has no mediated vPMU (7.0+)"
+	[ -n "$(find /lib/modules -name "kvm[-_]amd.ko*" 2> /dev/null)" ] || skip "no kvm_amd module to load"
+	kvm_amd_rmmod
+	[ ! -e /sys/module/kvm_amd ] || skip "kvm_amd is built in"
+	modprobe kvm_amd enable_mediated_pmu=1 || fail "modprobe kvm_amd enable_mediated_pmu=1 failed"
+	mediated=$(cat /sys/module/kvm_amd/parameters/enable_mediated_pmu)
+	echo "kvm_amd.enable_mediated_pmu=$mediated; CPUID 0x80000022: $("$CPUID" 0x80000022 2>&1)"
+	if [ "$mediated" != Y ]; then
+		kvm_amd_rmmod
+		skip "KVM turned the mediated vPMU off: no PerfMonV2 on this CPU (machine zen5-perfmonv2 has it)"
+	fi
+	# The NMI watchdog's perf events count guest mode too, and would refuse every mediated
+	# vPMU (KVM's own line says to disable it).
+	watchdog=$(cat /proc/sys/kernel/nmi_watchdog 2> /dev/null)
+	[ -z "$watchdog" ] || echo 0 > /proc/sys/kernel/nmi_watchdog
+	# 1. Without amd_sld: a mediated vPMU.
+	out=$("$KVMVM") || fail "no mediated-vPMU vCPU even without amd_sld: $out"
+	# 2. amd_sld's counters count guest mode: KVM refuses the vCPU, and says so itself.
+	load source=pmu
+	expect_eq "guest_uncounted_cpus, counters of guest mode" "$(counter guest_uncounted_cpus)" ""
+	dmesg -c > /dev/null
+	out=$("$KVMVM")
+	status=$?
+	echo "a mediated-vPMU vCPU beside amd_sld's counters: $out"
+	expect_eq "kvmvm exit status (vCPU refused)" $status 1
+	expect_eq "kvmvm's error" "$out" "vcpu_errno=16 (Device or resource busy)"
+	dmesg | grep -q "kvm: Failed to enable mediated vPMU" || fail "no line of KVM's: $(dmesg | tail -n 3)"
+	expect_eq "armed_cpus (counters untouched)" "$(counter armed_cpus)" "$(online_cpus)"
+	unload
+	# 3. A mediated-vPMU VM exists: amd_sld counts host mode only, exactly, and says so.
+	"$KVMVM" -h > /tmp/vmm.out &
+	vmm=$!
+	n=0
+	while ! grep -q . /tmp/vmm.out && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+	expect_eq "the VMM's vCPU" "$(cat /tmp/vmm.out)" "vcpu=ok"
+	dmesg -c > /dev/null
+	load source=pmu
+	expect_eq "armed_cpus with a mediated vPMU" "$(counter armed_cpus)" "$(online_cpus)"
+	expect_eq "guest_uncounted_cpus with a mediated vPMU" "$(counter guest_uncounted_cpus)" "$(online_cpus)"
+	dmesg | grep amd_sld
+	expect_eq "lines saying so" "$(dmesg | grep -c 'amd_sld: CPU [0-9]*: perf refuses counters of guest mode (EOPNOTSUPP: VMs with a mediated vPMU exist): counting host mode only')" 1
+	"$BUSLOCK" -n 100 > /dev/null || fail "buslock failed"
+	expect_eq "bus_locks (host mode, exact)" "$(counter bus_locks)" 100
+	expect_eq "uncounted_cpus" "$(counter uncounted_cpus)" ""
+	if [ -e /sys/devices/system/cpu/cpu2/online ]; then
+		echo 0 > /sys/devices/system/cpu/cpu2/online && echo 1 > /sys/devices/system/cpu/cpu2/online ||
+			fail "CPU 2 hotplug failed"
+		expect_eq "armed_cpus after CPU 2 came back" "$(counter armed_cpus)" "$(online_cpus)"
+	fi
+	# 4. The VM gone, counters started anew count guest mode again: a mediated vPMU is
+	#    refused again. guest_uncounted_cpus keeps the CPUs since the load.
+	kill $vmm
+	wait $vmm 2> /dev/null
+	set_policy off
+	set_policy warn
+	out=$("$KVMVM")
+	expect_eq "a mediated-vPMU vCPU once amd_sld re-armed" "$out" "vcpu_errno=16 (Device or resource busy)"
+	expect_eq "guest_uncounted_cpus (since load)" "$(counter guest_uncounted_cpus)" "$(online_cpus)"
+	"$BUSLOCK" -n 10 > /dev/null || fail "buslock failed"
+	expect_eq "bus_locks" "$(counter bus_locks)" 110
+	unload
+	[ -z "$watchdog" ] || echo "$watchdog" > /proc/sys/kernel/nmi_watchdog
+	kvm_amd_rmmod
+}
+
 # --- The emulated CPU under the running kernel, with no module: what every other case
 # stands on (scripts/vmtest --kernel bullseye|bookworm|trixie proves its harness with it)
 
@@ -987,7 +1136,7 @@ kernel_boots_with_emulated_cpu() {
 	echo "AMD_SLD_KERNEL=${AMD_SLD_KERNEL:-test}, machine ${AMD_SLD_MACHINE:-zen5}: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
 	[ -z "$AMD_SLD_EXPECT_CPUS" ] || expect_eq "online CPUs" "$(nproc)" "$AMD_SLD_EXPECT_CPUS"
 	case ${AMD_SLD_MACHINE:-zen5} in # what scripts/lib.sh qemu_cpu gives each machine
-	zen5 | zen5-debugctl-ignored) bld=1 pmu=1 ;;
+	zen5 | zen5-debugctl-ignored | zen5-perfmonv2) bld=1 pmu=1 ;;
 	zen4) bld=0 pmu=1 ;;
 	zen5-nopmu) bld=1 pmu=0 ;;
 	*) bld=0 pmu=0 ;;
@@ -1003,6 +1152,14 @@ kernel_boots_with_emulated_cpu() {
 	fi
 	has_cpu_flag perfctr_core && named=1 || named=0
 	expect_eq "perfctr_core in /proc/cpuinfo" $named $pmu
+	# PerfMonV2 (scripts/qemu 0004) only where the machine offers it; Linux names it 5.19 on.
+	v2=0
+	[ "${AMD_SLD_MACHINE:-zen5}" = zen5-perfmonv2 ] && v2=1
+	[ $v2 = 0 ] || expect_eq "CPUID 0x80000022 EAX[0] (PerfMonV2)" "$(cpuid_bit 0x80000022 eax 0)" 1
+	if kernel_at_least 5 19; then
+		has_cpu_flag perfmon_v2 && named=1 || named=0
+		expect_eq "perfmon_v2 in /proc/cpuinfo" $named $v2
+	fi
 	# DEBUGCTL through the kernel's MSR driver, on every CPU: 0, but where the kernel arms
 	# Bus Lock Detect itself (6.13+: sid) on a CPU that has it.
 	armed=0
@@ -1090,14 +1247,32 @@ CASES_zen4="refuses_bld_without_bus_lock_detect"
 CASES_zen5_nopmu="refuses_pmu_without_a_pmu"
 CASES_zen5_debugctl_ignored="arming_failure_is_all_or_nothing failed_loads_race_counter_readers"
 CASES_bare="refuses_without_trap_or_pmu"
-# On a kernel that arms the trap itself (scripts/vmtest --kernel sid --module KO): the PMU
-# source. All pass with --append split_lock_detect=off. With the kernel's trap armed (its
-# default, warn) only the first and pmu_cpu_hotplug do: the overflow NMI of a user bus lock
-# lands in the kernel's #DB handling of that same lock, a kernel-mode sample, on which
-# amd_sld takes no action (counts stay exact; warn/fatal/ratelimit do nothing). Issue 15.
-CASES_zen5_mainline="refuses_bld_where_the_kernel_arms_it pmu_counts_exactly_and_attributes
-pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process pmu_cpu_hotplug pmu_unload_under_load
-incident_reproducer_caught_by_the_pmu"
+# On a kernel that arms Bus Lock Detect itself (6.13+; scripts/vmtest --kernel sid --module
+# KO, Debian's 7.2), booted as it boots by default (its split_lock_detect=warn): the trap
+# and its #DB are the kernel's, amd_sld runs the PMU source beside it. Every case that means
+# something there: the emulated CPU under that kernel, the refusal of source=bld, the
+# kernel's trap left alone with amd_sld loaded, parameters, sysfs and the CLI, every PMU
+# case (policies acting on samples the NMI takes inside the kernel's #DB handling),
+# the incident reproducer and stress-ng by the PMU (beside the kernel's trap), glibc's own wait
+# (named by the kernel's handler: one bus lock, which perf cannot sample), boot option. Left out:
+# the cases of amd_sld's own trap (DEBUGCTL arming and restore, #DB lines, per-trap counts,
+# the trap's ratelimit and fatal, the event record's per-trap sequence) and
+# kernel_trap_left_alone_with_the_pmu_source, which arms and clears DEBUGCTL[2] itself.
+CASES_zen5_mainline="kernel_boots_with_emulated_cpu kvm_amd_loads_on_emulated_svm
+refuses_bld_where_the_kernel_arms_it kernel_owns_the_trap_with_amd_sld_loaded
+params_valid_at_load params_invalid_at_load params_valid_at_runtime params_invalid_at_runtime
+policy_switches_while_events_flow single_step_and_ptrace_unchanged
+cli_without_the_module cli_status_matches_sysfs cli_set_validates_and_changes_the_live_policy
+cli_needs_root_to_act_and_says_so pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only
+pmu_ratelimit_100_one_process pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded
+pmu_cpu_hotplug pmu_unload_under_load incident_reproducer_caught_by_the_pmu
+glibc_lll_lock_wait_private_named stress_ng_lockbus_counted_by_both_sources aligned_operands_count_nothing
+unprivileged_readers_send_no_ipis counter_readers_during_unload boot_option_is_the_default"
+# The same kernel on a Zen 5 with PerfMonV2 (scripts/qemu 0004), as KVM's mediated vPMU needs:
+# the vPMU against amd_sld's counters, and the PMU source on the PerfMonV2 driver.
+CASES_zen5_perfmonv2_mainline="kernel_boots_with_emulated_cpu mediated_vpmu_and_the_pmu_source
+pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process
+pmu_cpu_hotplug"
 # Debian's stock kernels without CONFIG_RUST (scripts/vmtest --kernel bullseye|bookworm|
 # trixie --module KO, the module built by scripts/debian-module): every case of the test
 # kernel, and the emulated CPU under that kernel first. On 5.10, which has no

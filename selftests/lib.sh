@@ -13,6 +13,7 @@ LOCKWAIT="$HERE/lockwait"
 MSR="$HERE/msr"
 STEPCHECK="$HERE/stepcheck"
 CPUID="$HERE/cpuid"
+KVMVM="$HERE/kvmvm"
 KERNEL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
 
 fail() {
@@ -45,6 +46,18 @@ need_split_locks() {
 
 unload() {
 	rmmod amd_sld || fail "rmmod amd_sld failed"
+}
+
+# Whether the running kernel arms Bus Lock Detect itself (6.13+: bus_lock.c): there the trap
+# is the kernel's, and amd_sld's source is the PMU.
+kernel_arms_the_trap() {
+	uname -r | awk -F'[.-]' '{ exit !($1 > 6 || ($1 == 6 && $2 >= 13)) }'
+}
+
+# The sources amd_sld can run here, on the emulated Zen 5: both, or the PMU only where the
+# kernel owns the trap.
+sources_here() {
+	if kernel_arms_the_trap; then echo pmu; else echo bld pmu; fi
 }
 
 set_policy() {

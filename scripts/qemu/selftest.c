@@ -10,6 +10,7 @@
  *   selftest nobld   PMU, no BLD    (-cpu EPYC,+perfctr-core,pmu=on)
  *   selftest ignore  BLD enumerated, DEBUGCTL writes dropped
  *                                   (-cpu EPYC,+bus-lock-detect,x-debugctl-ignore-writes=on)
+ *   selftest v2      BLD + PMU with PerfMonV2 (full's -cpu plus x-amd-perfmon-v2=on)
  *
  * What the guest kernel does with a bus-lock #DB on AMD (6.12): BLD enumerates, so
  * sld_state_setup() picks sld_warn, but only init_intel() ever sets DEBUGCTL[2]; this
@@ -46,6 +47,7 @@
 #define TF 0x100
 
 static int tests, failures;
+static bool perfmon_v2; /* the v2 mode: a counter counts only with its PerfCntrGlobalCtl bit */
 static int ncpus;
 
 static void check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -478,11 +480,15 @@ static void check_pmu(int ncounters)
 		int ctl = ncounters == 6 ? 0xc001020a : 0xc0010003;
 		int ctr = ncounters == 6 ? 0xc001020b : 0xc0010007;
 		cpu_set_t one, all;
+		uint64_t global = perfmon_v2 ? rdmsr(0, 0xc0000301) : 0;
 
 		sched_getaffinity(0, sizeof(all), &all);
 		CPU_ZERO(&one);
 		CPU_SET(0, &one);
 		sched_setaffinity(0, sizeof(one), &one);
+		/* PerfMonV2: the counter's GlobalCtl bit too (Linux leaves it clear while idle). */
+		if (perfmon_v2)
+			wrmsr(0, 0xc0000301, global | 1ULL << 5);
 		for (unsigned int i = 0; i < sizeof(hg) / sizeof(hg[0]); i++) {
 			wrmsr(0, ctr, 0);
 			wrmsr(0, ctl, 0x0125 | 3ULL << 16 | 1ULL << 22 | hg[i].hg);
@@ -494,6 +500,8 @@ static void check_pmu(int ncounters)
 			      hg[i].what, (long long)val, hg[i].want);
 		}
 		wrmsr(0, ctr, 0);
+		if (perfmon_v2)
+			wrmsr(0, 0xc0000301, global);
 		sched_setaffinity(0, sizeof(all), &all);
 	}
 
@@ -725,7 +733,8 @@ static void check_debugctl(const char *mode)
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "full";
-	bool core = !strcmp(mode, "full") || !strcmp(mode, "nobld");
+	bool v2 = perfmon_v2 = !strcmp(mode, "v2");
+	bool core = !strcmp(mode, "full") || !strcmp(mode, "nobld") || v2;
 	bool pmu = core || !strcmp(mode, "legacy");
 	bool bld = strcmp(mode, "nobld") != 0;
 	bool traps = bld && strcmp(mode, "ignore") != 0;
@@ -744,6 +753,22 @@ int main(int argc, char **argv)
 	__cpuid(0x80000001, a, b, c, d);
 	check(!!(c & (1u << 23)) == core, "CPUID 0x80000001.ECX[23] perfctr-core = %d",
 	      !!(c & (1u << 23)));
+	{
+		unsigned int max = __get_cpuid_max(0x80000000, NULL);
+		uint64_t ctl = rdmsr(0, 0xc0000301), status = rdmsr(0, 0xc0000300);
+
+		a = b = 0;
+		if (max >= 0x80000022)
+			__cpuid(0x80000022, a, b, c, d);
+		check((a & 1) == v2 && (b & 0xf) == (v2 ? 6 : 0),
+		      "CPUID 0x80000022 PerfMonV2 = %u, NumPerfCtrCore = %u (max extended leaf %#x)",
+		      a & 1, b & 0xf, max);
+		/* PerfMonV2: readable, one bit per core counter (Linux clears GlobalCtl at CPU
+		 * bring-up and sets it only while events run); without it they read 0. */
+		check(v2 ? !(ctl & ~0x3fULL) && !(status & ~0x3fULL) : ctl == 0 && status == 0,
+		      "PerfCntrGlobalCtl %#llx, PerfCntrGlobalStatus %#llx",
+		      (unsigned long long)ctl, (unsigned long long)status);
+	}
 	check(kprobe_setup() && bus_lock_calls() == 0, "kprobe on handle_bus_lock");
 	{
 		const char *log = kernel_log();

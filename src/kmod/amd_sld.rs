@@ -6,6 +6,8 @@
 //! `exc_debug_user()`, but arms DEBUGCTL[2] only on Intel. This module arms it on AMD,
 //! takes the trap from the die notifier chain before the kernel's half-wired
 //! `handle_bus_lock()` sees it, and applies the same policies, switchable at run time.
+//! Where the kernel arms the trap itself (6.13+), it stays off the die chain and counts
+//! and samples bus locks with the PMU instead, beside the kernel's trap.
 //! See docs/design.md for the mechanisms and their trade-offs.
 
 use core::fmt::Write;
@@ -67,7 +69,7 @@ struct Running {
     _reboot: ffi::RebootHook,
     _hotplug: ffi::CpuHotplug,
     _kvm_watch: Option<ffi::ModuleWatch>,
-    _trap_hook: ffi::DebugTrapHook,
+    _trap_hook: Option<ffi::DebugTrapHook>,
     _throttle_drain: ThrottleDrain,
     _sysfs: ffi::SysfsDir,
 }
@@ -114,7 +116,13 @@ impl kernel::Module for AmdSld {
         params::start_from_boot_option(boot_command_line);
         let sysfs = ffi::SysfsDir::create(c"amd_sld", &FILES)?;
         let throttle_drain = ThrottleDrain;
-        let trap_hook = ffi::DebugTrapHook::register::<Trap>()?;
+        // Where the kernel arms Bus Lock Detect itself (6.13+), the #DB is its own: amd_sld
+        // never takes the trap there (source=bld is refused), so it stays off the die chain.
+        let trap_hook = if ffi::KERNEL_ARMS_AMD_BUS_LOCK {
+            None
+        } else {
+            Some(ffi::DebugTrapHook::register::<Trap>()?)
+        };
         let hotplug = ffi::CpuHotplug::register::<Arming>(c"amd_sld:online").map_err(|error| {
             if source == Source::Pmu {
                 refuse(Refusal::PmuUnavailable {
@@ -159,7 +167,7 @@ static SOURCE_PARAM: ffi::ParamHandlers =
 
 /// The files of `/sys/kernel/amd_sld/` (docs/ABI/sysfs-kernel-amd_sld), in this order.
 /// Counters are world-readable; the records name processes, root only.
-static FILES: [ffi::StatFile; 12] = [
+static FILES: [ffi::StatFile; 13] = [
     ffi::StatFile::new(c"bus_locks", 0o444, |out| {
         writeln!(out, "{}", arming::bus_locks())
     }),
@@ -180,6 +188,11 @@ static FILES: [ffi::StatFile; 12] = [
         writeln!(out, "{}", control::source().as_str())
     }),
     ffi::StatFile::new(c"uncounted_cpus", 0o444, arming::show_uncounted_cpus),
+    ffi::StatFile::new(
+        c"guest_uncounted_cpus",
+        0o444,
+        arming::show_guest_uncounted_cpus,
+    ),
 ];
 
 /// The die notifier: every user-mode #DB goes to the trap policy.

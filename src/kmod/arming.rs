@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::capability::Refusal;
 use crate::control::{self, Phase};
-use crate::ffi::{self, CountersLocked, CpusReadLocked};
+use crate::ffi::{self, CountersLocked, Counting, CpusReadLocked};
 use crate::ffi::{pr_err, pr_warn};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
@@ -40,6 +40,8 @@ struct CpuSlot {
     restored: AtomicBool,
     /// Its pinned PMU tally was once found not counting (see `tally_incomplete`).
     uncounted: AtomicBool,
+    /// Its PMU counters were once started counting host mode only (see `guest_uncounted`).
+    guest_uncounted: AtomicBool,
 }
 
 impl CpuSlot {
@@ -49,6 +51,7 @@ impl CpuSlot {
             found_armed: AtomicBool::new(false),
             restored: AtomicBool::new(false),
             uncounted: AtomicBool::new(false),
+            guest_uncounted: AtomicBool::new(false),
         }
     }
 }
@@ -63,7 +66,11 @@ fn arm(cpu: u32) -> Result {
     let slot = slot(cpu).ok_or(code::EINVAL)?;
     if control::source() == Source::Pmu {
         let locked = CountersLocked::lock();
-        ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec(), &locked)?;
+        if ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec(), &locked)?
+            == Counting::HostOnly
+        {
+            guest_uncounted(cpu, slot);
+        }
         slot.restored.store(false, Ordering::Relaxed);
         slot.armed.store(true, Ordering::Release);
         return Ok(());
@@ -212,6 +219,34 @@ fn tally_incomplete(cpu: u32) {
             );
         }
     }
+}
+
+/// Whether the line of [`guest_uncounted`] was logged in this load.
+static GUEST_UNCOUNTED_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Notes that `cpu`'s counters count host mode only: perf refused counters that count guest
+/// mode, as it does on 7.0+ while VMs with a mediated vPMU exist (their guests own the PMU
+/// while they run; `perf_create_mediated_pmu()` in turn refuses those VMs while counters
+/// counting guest mode exist). Guest-mode bus locks go uncounted on that CPU until it is
+/// armed again. Logged once per load; shown by `guest_uncounted_cpus`.
+fn guest_uncounted(cpu: u32, slot: &CpuSlot) {
+    slot.guest_uncounted.store(true, Ordering::Relaxed);
+    if !GUEST_UNCOUNTED_LOGGED.swap(true, Ordering::Relaxed) {
+        pr_warn!(
+            "CPU {}: perf refuses counters of guest mode (EOPNOTSUPP: VMs with a mediated vPMU exist): counting host mode only, guest-mode bus locks uncounted (guest_uncounted_cpus)\n",
+            cpu
+        );
+    }
+}
+
+/// Writes the CPUs whose counters were once started counting host mode only, as a cpulist,
+/// and a newline: the `guest_uncounted_cpus` file.
+pub(crate) fn show_guest_uncounted_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
+    crate::cpulist::write(
+        out,
+        cpus_where(|slot| slot.guest_uncounted.load(Ordering::Relaxed)),
+    )?;
+    out.write_char('\n')
 }
 
 /// Writes the CPUs whose tally was found not counting, as a cpulist, and a newline: the

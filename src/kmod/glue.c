@@ -104,25 +104,44 @@ int amd_sld_sysfs_create_group(struct kobject *kobj, struct attribute **attrs)
  * A per-CPU kernel counter of the raw event config: sampling sample_freq times a second
  * with overflows to handler, or, without a handler, counting only and pinned. The
  * attribute is built here because its size grows with the kernel (136 bytes in 6.12).
+ *
+ * The sampler counts user mode only (exclude_kernel; on AMD the OS/USR bits filter by
+ * CPL in guest mode too): every overflow is then a user-mode (or guest user-mode) bus lock
+ * of the task running, never one of the kernel, of an interrupt or of a kernel thread
+ * (docs/design.md, "The PMU source"). The tally counts every mode, for the exact total.
+ * host_only: exclude_guest too, for when perf refuses counters that count guest mode
+ * (7.0+, while VMs with a mediated vPMU exist: -EOPNOTSUPP).
  */
 struct perf_event *amd_sld_perf_counter_create(int cpu, u64 config, u64 sample_freq,
-						perf_overflow_handler_t handler);
+						perf_overflow_handler_t handler, bool host_only);
 struct perf_event *amd_sld_perf_counter_create(int cpu, u64 config, u64 sample_freq,
-						perf_overflow_handler_t handler)
+						perf_overflow_handler_t handler, bool host_only)
 {
 	struct perf_event_attr attr = {
 		.type = PERF_TYPE_RAW,
 		.size = sizeof(attr),
 		.config = config,
+		.exclude_guest = host_only,
 	};
 
 	if (handler) {
 		attr.freq = 1;
 		attr.sample_freq = sample_freq;
+		attr.exclude_kernel = 1;
 	} else {
 		attr.pinned = 1;
 	}
 	return perf_event_create_kernel_counter(&attr, cpu, NULL, handler, NULL);
+}
+
+/*
+ * The user-mode instruction pointer of current, a user task interrupted in kernel mode:
+ * the registers its entry into the kernel saved (task_pt_regs() is a macro).
+ */
+u64 amd_sld_current_user_ip(void);
+u64 amd_sld_current_user_ip(void)
+{
+	return task_pt_regs(current)->ip;
 }
 
 /* user_mode() is a static inline; pt_regs' cs moved into a union with FRED (6.9). */
@@ -268,6 +287,8 @@ static_assert(MODULE_STATE_LIVE == 0 && MODULE_STATE_COMING == 1 && MODULE_STATE
 static_assert(NOTIFY_DONE == 0 && NOTIFY_OK == 1 && NOTIFY_STOP_MASK == 0x8000);
 static_assert(TWA_RESUME == 1);
 static_assert(PERF_TYPE_RAW == 4);
+/* src/kmod/ffi/perf.rs: a counter that would count guest mode, refused (7.0+). */
+static_assert(EOPNOTSUPP == 95);
 static_assert(PERF_EVENT_STATE_INACTIVE == 0 && PERF_EVENT_STATE_ERROR < 0 &&
 	      PERF_EVENT_STATE_OFF < 0);
 /* src/logic/src/x86.rs: CAPABILITY_WORD_CPUID_7_ECX. */

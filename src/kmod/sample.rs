@@ -91,9 +91,12 @@ fn on_sample(sample: &Sample) {
         Policy::Fatal => Action::Kill,
         Policy::Ratelimit(_) => Action::Throttle,
     };
-    // Only a user task about to return to user or guest mode can be acted on; kernel-mode
-    // samples of a user task are recorded only, so no work waits on a long system call.
-    let actionable = !sample.kernel_thread && (sample.user_mode || sample.guest);
+    // The sampler counts user mode only, so every sample is of bus locks the task made in
+    // user (or guest user) mode, even when the NMI finds it in the kernel: on 6.13+ the
+    // kernel traps the same bus lock itself and the NMI lands in its #DB handler. The work
+    // runs as the task returns to user mode or re-enters its guest; a kernel thread never
+    // does (only skid makes one the interrupted task), so its samples are recorded only.
+    let actionable = !sample.kernel_thread;
     let mut action = Action::None;
     if actionable && wanted != Action::None {
         let rate = match policy {

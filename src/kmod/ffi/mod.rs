@@ -41,7 +41,7 @@ pub(crate) use msr::{msr_update_on, MsrUpdate};
 pub(crate) use param::{ParamHandlers, ParamLock};
 pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, CountersLocked,
-    NmiWork, PmuHandler, Sample,
+    Counting, NmiWork, PmuHandler, Sample,
 };
 pub(crate) use print::{pr_err, pr_info, pr_warn, print, Level};
 pub(crate) use reboot::{RebootHandler, RebootHook};

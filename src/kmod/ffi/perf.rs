@@ -14,15 +14,19 @@ use super::task_work::DEFERRED_IN_FLIGHT;
 use super::{KernelOwned, MAX_CPUS};
 
 extern "C" {
-    /// glue.c: a per-CPU `PERF_TYPE_RAW` counter of `config`, sampling at `sample_freq`
-    /// with overflows to `handler`, or pinned and counting only without one. C builds the
-    /// `struct perf_event_attr`, whose size grows with the kernel.
+    /// glue.c: a per-CPU `PERF_TYPE_RAW` counter of `config`, sampling user mode at
+    /// `sample_freq` with overflows to `handler`, or pinned and counting every mode without
+    /// one; not in guest mode if `host_only`. C builds the `struct perf_event_attr`, whose
+    /// size grows with the kernel.
     fn amd_sld_perf_counter_create(
         cpu: c_int,
         config: u64,
         sample_freq: u64,
         handler: Option<OverflowHandler>,
+        host_only: bool,
     ) -> *mut bindings::perf_event;
+    /// glue.c: `task_pt_regs(current)->ip`, the user IP of a user task in kernel mode.
+    fn amd_sld_current_user_ip() -> u64;
     fn perf_event_release_kernel(event: *mut bindings::perf_event) -> c_int;
     fn perf_event_read_value(
         event: *mut bindings::perf_event,
@@ -91,13 +95,14 @@ pub(crate) struct Sample {
     /// Bus locks the sample stands for: those counted on this CPU since its previous
     /// sample, charged to the task that was running when the counter overflowed.
     pub(crate) count: u64,
-    /// The CPU was in user mode.
-    pub(crate) user_mode: bool,
     /// The task is a vCPU thread in guest mode.
     pub(crate) guest: bool,
-    /// The task is a kernel thread: it never returns to user mode to be acted on.
+    /// The task is a kernel thread: it never returns to user mode to be acted on. (The
+    /// sampler counts user mode only, so only skid can make one the interrupted task.)
     pub(crate) kernel_thread: bool,
-    /// The user IP, or 0 (kernel mode, guest mode: perf's guest RIP is not exported).
+    /// The task's user IP: where the CPU was in user mode, else the one its entry into the
+    /// kernel saved (the NMI of a bus lock often lands in the kernel's own #DB handling of
+    /// it, on 6.13+); 0 for guest mode (perf's guest RIP is not exported) and kernel threads.
     pub(crate) ip: u64,
 }
 
@@ -156,19 +161,36 @@ fn tally_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
     TALLIES.get(usize::try_from(cpu).ok()?)
 }
 
-/// A per-CPU kernel counter of the raw event `raw_config`: sampling at `sample_freq` per
-/// second with overflows to `handler`, or, with no handler, counting only and pinned.
+/// A per-CPU kernel counter of the raw event `raw_config`: sampling user mode at
+/// `sample_freq` per second with overflows to `handler`, or, with no handler, counting
+/// every mode and pinned; not in guest mode if `host_only`.
 fn create(
     cpu: c_int,
     raw_config: u64,
     handler: Option<OverflowHandler>,
     sample_freq: u64,
+    host_only: bool,
 ) -> Result<*mut bindings::perf_event> {
     // SAFETY: a CPU number makes a per-CPU counter; the handler, if any, has the overflow
     // signature and lives as long as the module, which releases every counter before it
     // goes.
-    let event = unsafe { amd_sld_perf_counter_create(cpu, raw_config, sample_freq, handler) };
+    let event =
+        unsafe { amd_sld_perf_counter_create(cpu, raw_config, sample_freq, handler, host_only) };
     from_err_ptr(event)
+}
+
+/// `EOPNOTSUPP`, checked in glue.c: perf's answer to a counter that would count guest mode
+/// while VMs with a mediated vPMU exist (Linux 7.0+, `mediated_pmu_account_event()`).
+const EOPNOTSUPP: c_int = 95;
+
+/// What a CPU's counters count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Counting {
+    /// Host and guest mode.
+    HostAndGuest,
+    /// Host mode only: perf refused counters that count guest mode (`-EOPNOTSUPP`: VMs with
+    /// a mediated vPMU exist, whose guests own the PMU while they run).
+    HostOnly,
 }
 
 fn release(event: *mut bindings::perf_event) {
@@ -177,9 +199,11 @@ fn release(event: *mut bindings::perf_event) {
     unsafe { perf_event_release_kernel(event) };
 }
 
-/// Creates `cpu`'s counters: a pinned counting event for the exact total, and a sampling
-/// one (frequency mode, overflow to `H::on_sample`), both counting user, kernel and guest
-/// mode. Both or neither. Process context; the caller holds the CPU hotplug lock (the
+/// Creates `cpu`'s counters: a pinned counting event for the exact total, counting user,
+/// kernel and guest mode, and a sampling one (frequency mode, overflow to `H::on_sample`),
+/// counting user mode only, host and guest. Both or neither. Where perf refuses counters
+/// that count guest mode (VMs with a mediated vPMU exist), both count host mode only, and
+/// the result says so. Process context; the caller holds the CPU hotplug lock (the
 /// hotplug core, or [`super::CpusReadLocked`]) and the parameter lock or is the hotplug
 /// core, so no two callers start or stop the same CPU's counters at once; and the counters'
 /// mutex, so that readers see both or neither.
@@ -187,7 +211,7 @@ pub(crate) fn start_counter<H: PmuHandler>(
     cpu: u32,
     spec: &CounterSpec,
     _locked: &CountersLocked,
-) -> Result {
+) -> Result<Counting> {
     let einval = kernel::error::code::EINVAL;
     let (slot, tally_slot) = (
         counter_slot(cpu).ok_or(einval)?,
@@ -198,23 +222,32 @@ pub(crate) fn start_counter<H: PmuHandler>(
         last.store(0, Ordering::Relaxed);
     }
     let cpu = c_int::try_from(cpu).map_err(|_| einval)?;
-    let tally = create(cpu, spec.raw_config, None, 0)?;
+    let (tally, modes) = match create(cpu, spec.raw_config, None, 0, false) {
+        Err(error) if error.to_errno() == -EOPNOTSUPP => (
+            create(cpu, spec.raw_config, None, 0, true)?,
+            Counting::HostOnly,
+        ),
+        other => (other?, Counting::HostAndGuest),
+    };
     // A pinned event that finds no free counter is put in error state at once (perf
     // installs it on its CPU before returning) and would count nothing, for good.
     if !counting(tally) {
         release(tally);
         return Err(kernel::error::code::EBUSY);
     }
+    // A tally that counts guest mode keeps perf from admitting mediated-vPMU VMs meanwhile
+    // (`perf_create_mediated_pmu()` is -EBUSY), so the sampler gets the same.
     let sampler = create(
         cpu,
         spec.raw_config,
         Some(on_overflow::<H>),
         spec.sample_freq,
+        modes == Counting::HostOnly,
     )
     .inspect_err(|_| release(tally))?;
     tally_slot.store(tally, Ordering::Release);
     slot.store(sampler, Ordering::Release);
-    Ok(())
+    Ok(modes)
 }
 
 /// A read of a pinned counting event.
@@ -303,17 +336,26 @@ unsafe extern "C" fn on_overflow<H: PmuHandler>(
         });
     // SAFETY: perf passes the interrupted registers, valid for the call.
     let regs = unsafe { &*regs };
-    let user_mode = super::user_mode(regs);
     // SAFETY: `current` is valid in any context; `flags` is a plain integer that only the
     // task itself changes, and it is interrupted.
     let flags = unsafe { (*bindings::get_current()).flags };
+    // KVM sets PF_VCPU from guest entry until after the exit's NMI has been handled.
+    let guest = flags & bindings::PF_VCPU != 0;
+    let kernel_thread = flags & bindings::PF_KTHREAD != 0;
+    let ip = if super::user_mode(regs) {
+        regs.ip as u64
+    } else if guest || kernel_thread {
+        0
+    } else {
+        // SAFETY: `current` is a user task in kernel mode: its user registers are saved at
+        // the top of its kernel stack, which lives as long as the task.
+        unsafe { amd_sld_current_user_ip() }
+    };
     let sample = Sample {
         count,
-        user_mode,
-        // KVM sets PF_VCPU from guest entry until after the exit's NMI has been handled.
-        guest: flags & bindings::PF_VCPU != 0,
-        kernel_thread: flags & bindings::PF_KTHREAD != 0,
-        ip: if user_mode { regs.ip as u64 } else { 0 },
+        guest,
+        kernel_thread,
+        ip,
     };
     H::on_sample(&sample);
 }
