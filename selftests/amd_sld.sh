@@ -291,7 +291,7 @@ kernel_handle_bus_lock_never_called() {
 	unload
 }
 
-EVENT_RE='^seq=[0-9]+ ms=[0-9]+ cpu=[0-9]+ pid=[0-9]+ tid=[0-9]+ comm=[!-~]+ source=(bld|pmu) guest=[01] ip=0x[0-9a-f]+ count=[0-9]+ action=(none|warn|kill|throttle)$'
+EVENT_RE='^seq=[0-9]+ ms=[0-9]+ cpu=[0-9]+ pid=[0-9]+ tid=[0-9]+ comm=[!-~]+ source=(bld|pmu) guest=[01] ip=0x[0-9a-f]+ count=[0-9]+ action=(none|warn|kill|throttle) map=(-|[!-~]+\+0x[0-9a-f]+)$'
 TOP_RE='^pid=[0-9]+ comm=[!-~]+ bus_locks=[0-9]+ guest=[01] first_ms=[0-9]+ last_ms=[0-9]+$'
 
 event_record_format_and_attribution() {
@@ -311,7 +311,7 @@ event_record_format_and_attribution() {
 	expect_eq "lines not in the documented format" "$bad" 0
 	expect_eq "seq numbers" "$(sed 's/^seq=\([0-9]*\) .*/\1/' /tmp/events | tr '\n' ' ')" "0 1 2 3 4 5 6 7 8 "
 	expect_eq "first offender's events" "$(grep -c " pid=$pid tid=$pid comm=buslock source=bld guest=0 .* count=1 action=warn" /tmp/events)" 5
-	expect_eq "killed event" "$(grep -c ' action=kill$' /tmp/events)" 1
+	expect_eq "killed event" "$(grep -c ' action=kill map=' /tmp/events)" 1
 	expect_eq "third offender's events" "$(grep -c " pid=$pid3 .*action=warn" /tmp/events)" 3
 	cat $SYS/top > /tmp/top
 	sed 's/^/  /' /tmp/top
@@ -779,6 +779,9 @@ incident_case() { # source
 		echo "trap at $ip, wait loop at $fn"
 		[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 256)) ] || fail "trap IP $ip is not in the wait loop at $fn"
 		expect_eq "traps taken" "$(grep -c " pid=$pid .*source=bld .*count=1 action=warn" $SYS/events)" 32
+		# Each record names the file of its IP, looked up by the task's own work.
+		expect_eq "trap records naming lockwait and the offset of their IP" \
+			"$(grep -c " pid=$pid .*source=bld .* map=lockwait+0x[0-9a-f]*$" $SYS/events)" 32
 	else
 		dmesg | grep -qE "amd_sld: PMU: lockwait/$pid caused [0-9]+ bus locks$" || fail "no PMU line naming lockwait/$pid"
 		# Each sample's user IP: where the CPU was in user mode, or the one its entry into
@@ -792,6 +795,10 @@ incident_case() { # source
 			[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 256)) ] && in_loop=$((in_loop + 1))
 		done
 		echo "sample IPs: $(echo $ips | tr '\n' ' '); $in_loop of them in the wait loop at $fn"
+		# The sampled task's work names the file of the latest sample's IP (merged samples
+		# before it keep map=-).
+		grep -qE " pid=$pid .*source=pmu .* map=lockwait\+0x[0-9a-f]+$" $SYS/events ||
+			fail "no pmu event of lockwait/$pid names its file"
 	fi
 	unload
 }
@@ -829,6 +836,56 @@ glibc_lll_lock_wait_private_named() {
 		echo "the kernel's trap at $ip; glibc's __lll_lock_wait_private at $fn"
 	fi
 	[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 64)) ] || fail "IP $ip is not in __lll_lock_wait_private ($fn)"
+	unload
+}
+
+# Issue 16, item 5, "which code": the record of glibc's own bus lock names the file of its IP
+# and the offset into it (sysfs), and amd-sld names the function (the symbol table of that
+# file, found through the live process). lockwait is static: the file is lockwait itself, the
+# function glibc's __lll_lock_wait_private. --linger keeps the aborting process alive (its
+# SIGABRT handler waits), so that the CLI finds its mapping; then it exits as abort() would.
+glibc_lll_lock_wait_private_mapped() {
+	need_split_locks
+	need_cli
+	kernel_arms_the_trap && skip "the kernel owns the trap here; perf cannot sample one bus lock"
+	load source=bld
+	"$LOCKWAIT" --glibc -t 1000 --linger 20000 > /tmp/out 2>&1 &
+	lw=$!
+	tries=0
+	until grep -q "^aborted, lingering" /tmp/out; do
+		tries=$((tries + 1))
+		[ $tries -lt 200 ] || { kill $lw; fail "lockwait did not abort: $(cat /tmp/out)"; }
+		sleep 0.1
+	done
+	cat /tmp/out
+	out=$(head -n 1 /tmp/out)
+	pid=$(field pid "$out")
+	fn=$(field glibc_fn "$out")
+	foff=$(field glibc_fn_offset "$out")
+	line=$(grep " pid=$pid " $SYS/events)
+	echo "record: $line"
+	expect_eq "records of lockwait/$pid" "$(echo "$line" | grep -c .)" 1
+	ip=$(echo "$line" | sed -n 's/.* ip=\(0x[0-9a-f]*\) .*/\1/p')
+	off=$(echo "$line" | sed -n 's/.* map=lockwait+\(0x[0-9a-f]*\)$/\1/p')
+	[ -n "$off" ] || fail "the record does not name lockwait: $line"
+	echo "ip $ip, file offset $off; __lll_lock_wait_private at $fn, file offset $foff"
+	[ $((off)) -gt $((foff)) ] && [ $((off)) -lt $((foff + 64)) ] ||
+		fail "file offset $off is not in __lll_lock_wait_private (file offset $foff)"
+	expect_eq "ip and file offset differ by the mapping's base, as the function's do" \
+		"$((ip - off))" "$((fn - foff))"
+	amd-sld events > /tmp/cli
+	cat /tmp/cli
+	grep -E "lockwait \(pid $pid, tid $pid\): 1 bus lock \(bld\), ip $ip in lockwait __lll_lock_wait_private\+0x[0-9a-f]+, warned$" /tmp/cli ||
+		fail "amd-sld events does not name lockwait's __lll_lock_wait_private"
+	sym_off=$(sed -n "s/.*(pid $pid, .* __lll_lock_wait_private+\(0x[0-9a-f]*\), warned$/\1/p" /tmp/cli)
+	expect_eq "symbol offset = ip - function" "$((sym_off))" "$((ip - fn))"
+	kill -TERM $lw
+	wait $lw
+	status=$?
+	expect_eq "exit status (128 + SIGABRT, as abort() would)" "$status" 134
+	# Once the process is gone, the file and the offset are what is left.
+	amd-sld events | grep -F "ip $ip in lockwait+$off, warned" ||
+		fail "amd-sld events does not fall back to the file and offset: $(amd-sld events)"
 	unload
 }
 
@@ -1240,7 +1297,8 @@ pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only pmu_ratel
 pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded pmu_cpu_hotplug
 source_switches_at_runtime pmu_unload_under_load debugctl_rmw_preserves_other_bits
 incident_reproducer_caught_by_the_trap incident_reproducer_caught_by_the_pmu
-glibc_lll_lock_wait_private_named stress_ng_lockbus_counted_by_both_sources
+glibc_lll_lock_wait_private_named glibc_lll_lock_wait_private_mapped
+stress_ng_lockbus_counted_by_both_sources
 aligned_operands_count_nothing kernel_trap_left_alone_with_the_pmu_source
 unprivileged_readers_send_no_ipis counter_readers_during_unload boot_option_is_the_default"
 CASES_zen4="refuses_bld_without_bus_lock_detect"

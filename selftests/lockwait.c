@@ -21,8 +21,11 @@
  *            the word, as an owner would. The function's address is printed first, so that
  *            a test can check the trap's IP against it.
  *
- * Prints "xchgs=N futex_einval=N fn=0x.. pid=N" (default) or "glibc_fn=0x.. pid=N" (--glibc, before
- * the call). Real split locks stall every core of a real host, so the split word is refused
+ * Prints "xchgs=N futex_einval=N fn=0x.. pid=N" (default) or "glibc_fn=0x.. pid=N
+ * glibc_fn_offset=0x.." (--glibc, before the call: the function's address and its offset in
+ * the file mapped there). With --linger ms, glibc's abort() finds a SIGABRT handler that
+ * prints "aborted, lingering" and waits that long (or until SIGTERM) before abort() goes on
+ * and kills the process: a test can look at the live process after its bus lock. Real split locks stall every core of a real host, so the split word is refused
  * outside QEMU TCG unless AMD_SLD_ALLOW_REAL_SPLIT_LOCKS=1 is set.
  */
 #define _GNU_SOURCE
@@ -37,6 +40,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tcg.h"
@@ -46,6 +50,48 @@ extern void __lll_lock_wait_private(int *futex);
 
 static int *lock_word;
 static unsigned long long futex_einval;
+static unsigned long long linger_ms;
+static volatile sig_atomic_t terminated;
+
+/* The offset of addr into the file mapped there, from /proc/self/maps; 0 if none. */
+static unsigned long file_offset(unsigned long addr)
+{
+	unsigned long start, end, offset, found = 0;
+	FILE *maps = fopen("/proc/self/maps", "r");
+	char line[512];
+
+	if (!maps)
+		return 0;
+	while (fgets(line, sizeof(line), maps)) {
+		if (sscanf(line, "%lx-%lx %*s %lx", &start, &end, &offset) == 3 && start <= addr &&
+		    addr < end) {
+			found = offset + (addr - start);
+			break;
+		}
+	}
+	fclose(maps);
+	return found;
+}
+
+static void on_sigterm(int sig)
+{
+	(void)sig;
+	terminated = 1;
+}
+
+/* abort()'s SIGABRT: stay alive for linger_ms, then return and let abort() kill us. */
+static void on_sigabrt(int sig)
+{
+	static const char msg[] = "aborted, lingering\n";
+	unsigned long long waited;
+	struct timespec tick = { .tv_nsec = 10 * 1000 * 1000 };
+
+	(void)sig;
+	if (write(STDOUT_FILENO, msg, sizeof(msg) - 1) < 0)
+		return;
+	for (waited = 0; waited < linger_ms && !terminated; waited += 10)
+		nanosleep(&tick, NULL);
+}
 
 static long futex_wait_private(int *futex, int expected)
 {
@@ -89,17 +135,20 @@ static void release(int sig)
 
 static void usage(void)
 {
-	fprintf(stderr, "usage: lockwait [-n exchanges] [-a] | --glibc -t ms [-a]\n"
+	fprintf(stderr, "usage: lockwait [-n exchanges] [-a] | --glibc -t ms [-a] [--linger ms]\n"
 			"  -n N     exchanges of the bounded copy of glibc's loop (default 1000)\n"
 			"  -a       aligned lock word: no bus lock (the control); the bounded loop then\n"
 			"           skips the futex wait, which would really sleep there\n"
-			"  --glibc  call glibc's own __lll_lock_wait_private; released after -t ms\n");
+			"  --glibc  call glibc's own __lll_lock_wait_private; released after -t ms\n"
+			"  --linger ms  when glibc aborts, stay alive that long (or until SIGTERM)\n");
 	exit(2);
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option longopts[] = { { "glibc", no_argument, NULL, 'g' }, { 0 } };
+	static const struct option longopts[] = { { "glibc", no_argument, NULL, 'g' },
+						  { "linger", required_argument, NULL, 'l' },
+						  { 0 } };
 	unsigned long long max = 1000, limit_ms = 0;
 	int aligned = 0, glibc = 0, opt;
 	char *lines;
@@ -110,6 +159,7 @@ int main(int argc, char **argv)
 		case 't': limit_ms = strtoull(optarg, NULL, 10); break;
 		case 'a': aligned = 1; break;
 		case 'g': glibc = 1; break;
+		case 'l': linger_ms = strtoull(optarg, NULL, 10); break;
 		default: usage();
 		}
 	}
@@ -137,8 +187,13 @@ int main(int argc, char **argv)
 	struct itimerval timer = { .it_value = { .tv_sec = limit_ms / 1000,
 						  .tv_usec = (limit_ms % 1000) * 1000 } };
 
-	printf("glibc_fn=%#lx pid=%d\n", (unsigned long)(uintptr_t)&__lll_lock_wait_private,
-	       (int)getpid());
+	printf("glibc_fn=%#lx pid=%d glibc_fn_offset=%#lx\n",
+	       (unsigned long)(uintptr_t)&__lll_lock_wait_private, (int)getpid(),
+	       file_offset((unsigned long)(uintptr_t)&__lll_lock_wait_private));
+	if (linger_ms) {
+		signal(SIGTERM, on_sigterm);
+		signal(SIGABRT, on_sigabrt);
+	}
 	signal(SIGALRM, release);
 	setitimer(ITIMER_REAL, &timer, NULL);
 	__lll_lock_wait_private(lock_word);

@@ -12,6 +12,8 @@
  */
 #include <linux/kdebug.h>
 #include <linux/module.h>
+#include <linux/mm.h>
+#include <linux/mmap_lock.h>
 #include <linux/mutex.h>
 #include <linux/notifier.h>
 #include <linux/perf_event.h>
@@ -142,6 +144,35 @@ u64 amd_sld_current_user_ip(void);
 u64 amd_sld_current_user_ip(void)
 {
 	return task_pt_regs(current)->ip;
+}
+
+/*
+ * The file mapped at user address ip in current's address space: its base name ("%pD",
+ * which reads the dentry's name safely against renames) into name, at most len - 1 bytes
+ * and a NUL, and ip's offset into the file. Process context, current's own task work:
+ * mmap_read_trylock() (5.8+) never waits for a writer, so a task whose address space is
+ * being changed at that instant gets no answer rather than a delay. -EAGAIN then; -ENOENT
+ * for no mm, no mapping at ip, or an anonymous one.
+ */
+int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *offset);
+int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *offset)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	int status = -ENOENT;
+
+	if (!mm || !len)
+		return -ENOENT;
+	if (!mmap_read_trylock(mm))
+		return -EAGAIN;
+	vma = find_vma(mm, ip);
+	if (vma && vma->vm_start <= ip && vma->vm_file) {
+		snprintf(name, len, "%pD", vma->vm_file);
+		*offset = ip - vma->vm_start + ((u64)vma->vm_pgoff << PAGE_SHIFT);
+		status = 0;
+	}
+	mmap_read_unlock(mm);
+	return status;
 }
 
 /* user_mode() is a static inline; pt_regs' cs moved into a union with FRED (6.9). */

@@ -4,7 +4,9 @@
 //!
 //! Written from the #DB notifier and the PMU overflow handler, so every path here is safe
 //! with interrupts off and in NMI context: the structures never wait (src/logic eventlog.rs),
-//! and what they could not take is counted in `dropped`.
+//! and what they could not take is counted in `dropped`. The one exception is
+//! [`complete_current`], which adds an event's mapping later, from the task's own work in
+//! process context, where the task's address space may be looked at.
 
 use core::fmt::{self, Write};
 
@@ -30,26 +32,51 @@ pub(crate) struct Sighting {
     pub(crate) count: u64,
 }
 
-/// Records `sighting`, attributed to the current task, with what was done about it. Called
-/// from the #DB notifier and from the PMU's overflow NMI.
-pub(crate) fn record_current(sighting: &Sighting, action: Action) {
+/// The sequence number of the next event, for the work that will complete it; the caller
+/// then records it with [`record_current`].
+pub(crate) fn reserve() -> u64 {
+    EVENTS.reserve()
+}
+
+/// Records `sighting` as event `seq` (from [`reserve`]), attributed to the current task,
+/// with what was done about it. Called from the #DB notifier and from the PMU's overflow
+/// NMI.
+pub(crate) fn record_current(seq: u64, sighting: &Sighting, action: Action) {
     let (tid, pid) = ffi::current_ids();
     let comm = Comm::new(&ffi::current_comm());
     let ms = ffi::now_ms();
-    EVENTS.push(&Event {
-        seq: 0,
-        ms,
-        cpu: ffi::this_cpu(),
-        pid,
-        tid,
-        comm,
-        source: sighting.source,
-        guest: sighting.guest,
-        ip: sighting.ip,
-        count: sighting.count,
-        action,
-    });
+    EVENTS.put(
+        seq,
+        &Event {
+            seq: 0,
+            ms,
+            cpu: ffi::this_cpu(),
+            pid,
+            tid,
+            comm,
+            source: sighting.source,
+            guest: sighting.guest,
+            ip: sighting.ip,
+            count: sighting.count,
+            action,
+            map: None,
+        },
+    );
     TOP.add(pid, comm, sighting.guest, sighting.count, ms);
+}
+
+/// Adds to event `seq` the file mapped at user address `ip` in the current task, the one
+/// the event names, and `ip`'s offset into it. Process context only: the task's own work
+/// (trap.rs, sample.rs), before it returns to user mode, so the mapping is the one the IP
+/// was executed from. Nothing is added for `ip` 0, an anonymous mapping, or an address
+/// space being changed at that instant; nor if the event is gone from the log meanwhile.
+pub(crate) fn complete_current(seq: u64, ip: u64) {
+    if ip == 0 {
+        return;
+    }
+    if let Some(mapping) = ffi::current_ip_mapping(ip) {
+        EVENTS.complete(seq, &mapping);
+    }
 }
 
 /// Records lost to contention, in the event record and the top table together.

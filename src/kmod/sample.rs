@@ -39,6 +39,8 @@ struct Deferred {
     ip: u64,
     /// `ratelimit:N`: sleep until this `CLOCK_MONOTONIC` µs.
     until_us: u64,
+    /// The record of the sample `ip` is from (the latest merged), to add its mapping to.
+    seq: u64,
 }
 
 impl Deferred {
@@ -56,6 +58,7 @@ impl Deferred {
             guest: self.guest,
             ip: self.ip,
             until_us: self.until_us,
+            seq: self.seq,
         }
     }
 
@@ -70,6 +73,7 @@ impl Deferred {
             guest: work.guest,
             ip: work.ip,
             until_us: work.until_us,
+            seq: work.seq,
         }
     }
 }
@@ -97,6 +101,8 @@ fn on_sample(sample: &Sample) {
     // runs as the task returns to user mode or re-enters its guest; a kernel thread never
     // does (only skid makes one the interrupted task), so its samples are recorded only.
     let actionable = !sample.kernel_thread;
+    // The work also adds the mapping of the IP to this record.
+    let seq = report::reserve();
     let mut action = Action::None;
     if actionable && wanted != Action::None {
         let rate = match policy {
@@ -110,6 +116,7 @@ fn on_sample(sample: &Sample) {
             guest: sample.guest,
             ip: sample.ip,
             until_us,
+            seq,
         };
         if ffi::defer_from_nmi::<Pmu>(&work.to_work()).is_ok() {
             action = wanted;
@@ -124,11 +131,13 @@ fn on_sample(sample: &Sample) {
         ip: sample.ip,
         count: sample.count,
     };
-    report::record_current(&sighting, action);
+    report::record_current(seq, &sighting, action);
 }
 
 /// Runs in the sampled task, in process context, before it returns to user or guest mode.
 fn on_return(work: &Deferred) {
+    // ip is 0 for guest mode: no mapping of the host's then.
+    report::complete_current(work.seq, work.ip);
     match work.action {
         Action::None => {}
         Action::Warn => {

@@ -34,6 +34,8 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
     }
     stats::BUS_LOCKS.inc();
     let user_ip = trap.user_ip();
+    // Its number goes to the task's work, which adds the mapping of the IP to the record.
+    let seq = report::reserve();
     let action = match control::policy() {
         Policy::Off => Action::None,
         Policy::Warn => {
@@ -52,7 +54,8 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
                 Action::Warn
             }
             Some(until_us)
-                if ffi::defer_to_user_return(on_return_to_user, user_ip, until_us).is_ok() =>
+                if ffi::defer_to_user_return(on_return_to_user, [seq, user_ip, until_us])
+                    .is_ok() =>
             {
                 stats::THROTTLED.inc();
                 Action::Throttle
@@ -66,18 +69,29 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
             }
         },
     };
+    if action != Action::Throttle {
+        // Best effort: without memory, or for an exiting task, the record has no mapping.
+        let _ = ffi::defer_to_user_return(map_on_return_to_user, [seq, user_ip, 0]);
+    }
     let sighting = Sighting {
         source: Source::Bld,
         guest: false,
         ip: user_ip,
         count: 1,
     };
-    report::record_current(&sighting, action);
+    report::record_current(seq, &sighting, action);
 }
 
-/// Runs as task work of the trapped task (see `ffi::defer_to_user_return`): sleeps until
+/// Runs as task work of the trapped task (see `ffi::defer_to_user_return`): adds the
+/// mapping of the IP to record `seq`.
+fn map_on_return_to_user([seq, user_ip, _]: [u64; 3]) {
+    report::complete_current(seq, user_ip);
+}
+
+/// Runs as task work of the throttled task: adds the mapping to record `seq`, sleeps until
 /// its bus lock's turn, then warns as the kernel does once a task is let through.
-fn on_return_to_user(user_ip: u64, until_us: u64) {
+fn on_return_to_user([seq, user_ip, until_us]: [u64; 3]) {
+    report::complete_current(seq, user_ip);
     throttle::sleep_until(until_us);
     warn(user_ip);
 }

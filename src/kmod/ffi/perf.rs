@@ -117,6 +117,8 @@ pub(crate) struct NmiWork {
     /// Merged by keeping the latest.
     pub(crate) ip: u64,
     pub(crate) until_us: u64,
+    /// Merged by keeping the latest, with `ip`: the handler's record of that sample.
+    pub(crate) seq: u64,
 }
 
 /// What a counter's overflows do.
@@ -388,6 +390,7 @@ struct DeferredSlot {
     guest: AtomicU8,
     ip: AtomicU64,
     until_us: AtomicU64,
+    seq: AtomicU64,
 }
 
 static SLOTS: [DeferredSlot; DEFERRED_SLOTS] = [const {
@@ -404,6 +407,7 @@ static SLOTS: [DeferredSlot; DEFERRED_SLOTS] = [const {
         guest: AtomicU8::new(0),
         ip: AtomicU64::new(0),
         until_us: AtomicU64::new(0),
+        seq: AtomicU64::new(0),
     }
 }; DEFERRED_SLOTS];
 
@@ -429,6 +433,7 @@ pub(crate) fn defer_from_nmi<H: PmuHandler>(work: &NmiWork) -> Result {
             .guest
             .fetch_max(u8::from(work.guest), Ordering::Relaxed);
         pending.ip.store(work.ip, Ordering::Relaxed);
+        pending.seq.store(work.seq, Ordering::Relaxed);
         pending.until_us.fetch_max(work.until_us, Ordering::Relaxed);
         return Ok(());
     }
@@ -444,6 +449,7 @@ pub(crate) fn defer_from_nmi<H: PmuHandler>(work: &NmiWork) -> Result {
     slot.action.store(work.severity, Ordering::Relaxed);
     slot.guest.store(u8::from(work.guest), Ordering::Relaxed);
     slot.ip.store(work.ip, Ordering::Relaxed);
+    slot.seq.store(work.seq, Ordering::Relaxed);
     slot.until_us.store(work.until_us, Ordering::Relaxed);
     slot.handler.store(run as usize, Ordering::Relaxed);
     // SAFETY: the slot is ours (we moved it from FREE to FILLING) and the kernel is done
@@ -481,6 +487,7 @@ unsafe extern "C" fn run_deferred_from_nmi<H: PmuHandler>(head: *mut bindings::c
         guest: slot.guest.load(Ordering::Relaxed) != 0,
         ip: slot.ip.load(Ordering::Relaxed),
         until_us: slot.until_us.load(Ordering::Relaxed),
+        seq: slot.seq.load(Ordering::Relaxed),
     };
     slot.state.store(FREE, Ordering::Release);
     H::on_return(&work);

@@ -1,12 +1,34 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The current task: its name and IDs, its signals.
+//! The current task: its name and IDs, its signals, what is mapped at a user address.
 
 use kernel::bindings;
 use kernel::ffi::c_int;
 
+use crate::record::{Mapping, MAP_NAME_LEN};
+
 extern "C" {
     fn amd_sld_fatal_signal_pending() -> bool;
+    /// glue.c: the file mapped at `ip` in current's mm (its base name, NUL-terminated, in
+    /// `len` bytes) and `ip`'s offset into it; 0, or a negative errno.
+    fn amd_sld_current_ip_mapping(ip: u64, name: *mut u8, len: usize, offset: *mut u64) -> c_int;
+}
+
+/// The file mapped at user address `ip` in the current task's address space, and `ip`'s
+/// offset into it; `None` for an anonymous mapping, none at all, a task without user
+/// memory, or an address space that a writer holds at this instant (the lock is only
+/// tried). Process context only: it takes the mmap lock for reading.
+pub(crate) fn current_ip_mapping(ip: u64) -> Option<Mapping> {
+    let mut name = [0u8; MAP_NAME_LEN];
+    let mut offset = 0u64;
+    // SAFETY: `name` and `offset` are live buffers of the sizes passed; the caller is in
+    // process context (task work), where the mmap lock may be taken.
+    let status =
+        unsafe { amd_sld_current_ip_mapping(ip, name.as_mut_ptr(), name.len(), &mut offset) };
+    if status != 0 {
+        return None;
+    }
+    Mapping::new(&name, offset)
 }
 
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).

@@ -29,9 +29,8 @@ pub(super) static DEFERRED_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 struct DeferredWork {
     // Must stay first: the kernel hands back a pointer to it.
     head: bindings::callback_head,
-    run: fn(u64, u64),
-    user_ip: u64,
-    until_us: u64,
+    run: fn([u64; 3]),
+    args: [u64; 3],
 }
 
 /// # Safety
@@ -41,16 +40,16 @@ unsafe extern "C" fn run_deferred(head: *mut bindings::callback_head) {
     // SAFETY: `head` is the first field of a `DeferredWork` leaked by `defer_to_user_return`,
     // and the kernel runs each queued work exactly once.
     let work = unsafe { KBox::from_raw(head.cast::<DeferredWork>()) };
-    let (run, user_ip, until_us) = (work.run, work.user_ip, work.until_us);
+    let (run, args) = (work.run, work.args);
     drop(work);
-    run(user_ip, until_us);
+    run(args);
     // Last touch of module data: `wait_for_deferred_work()` treats zero as "all done".
     DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
 }
 
-/// Arranges for `run(user_ip, until_us)` to run in the current task, in process context with
-/// interrupts on, before it returns to user mode. Atomic-safe.
-pub(crate) fn defer_to_user_return(run: fn(u64, u64), user_ip: u64, until_us: u64) -> Result {
+/// Arranges for `run(args)` to run in the current task, in process context with interrupts
+/// on, before it returns to user mode. Atomic-safe.
+pub(crate) fn defer_to_user_return(run: fn([u64; 3]), args: [u64; 3]) -> Result {
     let work = KBox::new(
         DeferredWork {
             head: bindings::callback_head {
@@ -58,8 +57,7 @@ pub(crate) fn defer_to_user_return(run: fn(u64, u64), user_ip: u64, until_us: u6
                 func: Some(run_deferred),
             },
             run,
-            user_ip,
-            until_us,
+            args,
         },
         flags::GFP_ATOMIC,
     )?;

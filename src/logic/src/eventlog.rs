@@ -7,12 +7,18 @@
 //! carries a sequence word (odd while a writer fills it), and a reader keeps a slot's copy
 //! only if that word did not change while it read.
 //!
+//! An event's `map` (the file at its IP) is not known where the event is written: the task's
+//! own deferred work looks it up later, in process context, and completes the event with
+//! [`EventLog::complete`]. It goes into a second slot of the same index, tagged with the
+//! event's sequence number by the same protocol, so that a mapping never lands on a newer
+//! event that took the slot meanwhile, and a reader pairs the two only when the tags match.
+//!
 //! Everything is atomics: this crate has no `unsafe`, and the module links it as is.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
-use crate::record::{Action, Comm, Event, Offender, Source, COMM_LEN};
+use crate::record::{Action, Comm, Event, Mapping, Offender, Source, COMM_LEN, MAP_NAME_LEN};
 
 /// Events kept by the kernel module: the newest this many are readable.
 pub const EVENT_LOG_LEN: usize = 32;
@@ -102,7 +108,30 @@ fn unpack_event(seq: u64, words: [u64; EVENT_WORDS]) -> Event {
         ip,
         count,
         action: action_of(flags >> ACTION_SHIFT),
+        map: None,
     }
+}
+
+/// A [`Mapping`] as words: its name, then its offset.
+const MAP_WORDS: usize = MAP_NAME_LEN / 8 + 1;
+
+fn pack_mapping(mapping: &Mapping) -> [u64; MAP_WORDS] {
+    let mut words = [0u64; MAP_WORDS];
+    for (word, chunk) in words.iter_mut().zip(mapping.name.chunks(8)) {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        *word = u64::from_le_bytes(bytes);
+    }
+    words[MAP_WORDS - 1] = mapping.offset;
+    words
+}
+
+fn unpack_mapping(words: [u64; MAP_WORDS]) -> Option<Mapping> {
+    let mut name = [0u8; MAP_NAME_LEN];
+    for (chunk, word) in name.chunks_mut(8).zip(words) {
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    Mapping::new(&name, words[MAP_WORDS - 1])
 }
 
 /// A slot of `W` data words guarded by a sequence word: 0 empty, odd while written.
@@ -143,6 +172,24 @@ impl<const W: usize> Slot<W> {
         fence(Ordering::Acquire);
         (self.sequence.load(Ordering::Relaxed) == before).then_some((before, words))
     }
+
+    /// Claims the slot for `seq` (sequence word `2 * seq + 1`) if no writer holds it and it
+    /// holds nothing newer, and fills it with `words`. Never waits.
+    fn put(&self, seq: u64, words: &[u64; W]) -> bool {
+        let claimed = 2 * seq + 1;
+        let current = self.sequence.load(Ordering::Relaxed);
+        let free = current & 1 == 0 && current < claimed;
+        if !free
+            || self
+                .sequence
+                .compare_exchange(current, claimed, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+        {
+            return false;
+        }
+        self.fill(claimed, words);
+        true
+    }
 }
 
 /// The newest `N` events, for readers that poll.
@@ -150,11 +197,14 @@ impl<const W: usize> Slot<W> {
 /// # Invariants
 ///
 /// A slot's sequence word is 0, `2 * seq + 1` while the writer of event `seq` fills it, or
-/// `2 * seq + 2` once event `seq` is in it; a slot only ever moves to a larger `seq`.
+/// `2 * seq + 2` once event `seq` is in it; a slot only ever moves to a larger `seq`. The
+/// same holds for `maps`, whose slot `i` holds the mapping of the event of slot `i` when
+/// their sequence words are equal.
 pub struct EventLog<const N: usize> {
     next_seq: AtomicU64,
     dropped: AtomicU64,
     slots: [Slot<EVENT_WORDS>; N],
+    maps: [Slot<MAP_WORDS>; N],
 }
 
 impl<const N: usize> Default for EventLog<N> {
@@ -170,27 +220,41 @@ impl<const N: usize> EventLog<N> {
             next_seq: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             slots: [const { Slot::new() }; N],
+            maps: [const { Slot::new() }; N],
         }
     }
 
-    /// Records `event` (its `seq` is assigned here). Never waits: if a slower writer still
-    /// holds the slot, or a newer event already took it, the event is counted as dropped.
-    pub fn push(&self, event: &Event) {
-        let seq = self.next_seq.fetch_add(1, Ordering::Relaxed);
-        let slot = &self.slots[(seq % N as u64) as usize];
-        let claimed = 2 * seq + 1;
-        let current = slot.sequence.load(Ordering::Relaxed);
-        let free = current & 1 == 0 && current < claimed;
-        if !free
-            || slot
-                .sequence
-                .compare_exchange(current, claimed, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-        {
+    /// The sequence number of the next event, taken: for a writer that must hand it on
+    /// (to the work that will [`complete`](Self::complete) it) before it can [`put`](Self::put)
+    /// the event itself.
+    pub fn reserve(&self) -> u64 {
+        self.next_seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Records `event` as number `seq`, from [`reserve`](Self::reserve) (`event.seq` and
+    /// `event.map` are ignored). Never waits: if a slower writer still holds the slot, or a
+    /// newer event already took it, the event is counted as dropped.
+    pub fn put(&self, seq: u64, event: &Event) {
+        if !self.slots[(seq % N as u64) as usize].put(seq, &pack_event(event)) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        slot.fill(claimed, &pack_event(event));
+    }
+
+    /// Records `event` under the next sequence number, and returns that number.
+    pub fn push(&self, event: &Event) -> u64 {
+        let seq = self.reserve();
+        self.put(seq, event);
+        event.map.inspect(|mapping| {
+            self.complete(seq, mapping);
+        });
+        seq
+    }
+
+    /// Adds the mapping of event `seq`, found after the event was written. Never waits;
+    /// false (nothing written) if the event's slot has moved on to a newer event, or a
+    /// writer holds it: the event is gone from the log, or will be shown without its map.
+    pub fn complete(&self, seq: u64, mapping: &Mapping) -> bool {
+        self.maps[(seq % N as u64) as usize].put(seq, &pack_mapping(mapping))
     }
 
     /// Events that could not be recorded.
@@ -201,10 +265,14 @@ impl<const N: usize> EventLog<N> {
     /// A consistent copy of every readable event, oldest first, then the empty places.
     fn snapshot(&self) -> [Option<Event>; N] {
         let mut events: [Option<Event>; N] = [None; N];
-        for (copy, slot) in events.iter_mut().zip(&self.slots) {
-            *copy = slot
-                .read()
-                .map(|(sequence, words)| unpack_event(sequence / 2 - 1, words));
+        for ((copy, slot), map) in events.iter_mut().zip(&self.slots).zip(&self.maps) {
+            *copy = slot.read().map(|(sequence, words)| Event {
+                map: map
+                    .read()
+                    .filter(|&(tag, _)| tag == sequence)
+                    .and_then(|(_, words)| unpack_mapping(words)),
+                ..unpack_event(sequence / 2 - 1, words)
+            });
         }
         events.sort_unstable_by_key(|event| event.map_or(u64::MAX, |e| e.seq));
         events
@@ -414,6 +482,7 @@ mod tests {
             ip: n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
             count: n + 1,
             action: [Action::None, Action::Warn, Action::Kill, Action::Throttle][(n % 4) as usize],
+            map: None,
         }
     }
 
@@ -551,6 +620,7 @@ mod tests {
             ip: u64::MAX,
             count,
             action: Action::Throttle,
+            map: Mapping::new(&[0xff; MAP_NAME_LEN], u64::MAX),
         };
         let length = |event: &Event| std::format!("{event}\n").len();
         // The newest lines: as many maximal ones as fit, then counts shortened until their
@@ -593,6 +663,71 @@ mod tests {
         for line in text.lines() {
             assert!(Event::parse(line).is_ok(), "{line}");
         }
+    }
+
+    fn mapping(n: u64) -> Mapping {
+        Mapping::new(std::format!("lib{n}.so").as_bytes(), n * 0x10).unwrap()
+    }
+
+    #[test]
+    fn a_mapping_completes_its_own_event_only() {
+        let log = EventLog::<2>::new();
+        let first = log.reserve();
+        log.put(first, &event(1));
+        assert_eq!(collect(&log)[0].map, None, "not looked up yet");
+        assert!(log.complete(first, &mapping(1)));
+        assert_eq!(
+            collect(&log),
+            [Event {
+                seq: 0,
+                map: Some(mapping(1)),
+                ..event(1)
+            }]
+        );
+        // Events 1 and 2 are written; 2 takes slot 0 from event 0, whose late mapping must
+        // not land on it.
+        let second = log.push(&event(2));
+        let third = log.push(&event(3));
+        assert_eq!((second, third), (1, 2));
+        assert!(!log.complete(first, &mapping(9)), "slot 0 is event 2's now");
+        assert!(log.complete(third, &mapping(3)));
+        assert!(!log.complete(third, &mapping(4)), "completed once");
+        let seen = collect(&log);
+        assert_eq!(seen.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(seen[0].map, None);
+        assert_eq!(seen[1].map, Some(mapping(3)));
+        // A mapping older than the event in the slot is never paired with it.
+        let log = EventLog::<1>::new();
+        log.push(&event(0));
+        log.complete(0, &mapping(0));
+        log.push(&event(1));
+        assert_eq!(collect(&log)[0].map, None);
+    }
+
+    #[test]
+    fn concurrent_completions_pair_with_their_own_events() {
+        let log = Arc::new(EventLog::<4>::new());
+        let writers: Vec<_> = (0..3)
+            .map(|_| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        let seq = log.reserve();
+                        log.put(seq, &event(seq));
+                        log.complete(seq, &mapping(seq));
+                    }
+                })
+            })
+            .collect();
+        while !writers.iter().all(|w| w.is_finished()) {
+            for e in collect(&log) {
+                assert_eq!(e.pid as u64, e.seq);
+                if let Some(map) = e.map {
+                    assert_eq!(map, mapping(e.seq));
+                }
+            }
+        }
+        writers.into_iter().for_each(|w| w.join().unwrap());
     }
 
     fn top<const K: usize>(table: &TopOffenders<K>) -> Vec<(i32, u64)> {

@@ -98,40 +98,123 @@ impl Comm {
 
     fn parse(text: &str) -> Option<Comm> {
         let mut out = [0u8; COMM_LEN];
-        let mut len = 0;
-        let mut bytes = text.bytes();
-        while let Some(byte) = bytes.next() {
-            let value = if byte == b'\\' {
-                if bytes.next()? != b'x' {
-                    return None;
-                }
-                let high = hex_digit(bytes.next()?)?;
-                let low = hex_digit(bytes.next()?)?;
-                high << 4 | low
-            } else {
-                byte
-            };
-            if value == 0 || len == COMM_LEN - 1 {
-                return None;
-            }
-            out[len] = value;
-            len += 1;
-        }
-        Some(Comm(out))
+        unescape_into(text, &mut out).then_some(Comm(out))
     }
+}
+
+/// Parses text escaped by [`write_escaped`] into `out`, NUL-padded: false if it is malformed,
+/// holds a NUL, or has more than `out.len() - 1` bytes.
+fn unescape_into(text: &str, out: &mut [u8]) -> bool {
+    let mut len = 0;
+    let mut bytes = text.bytes();
+    while let Some(byte) = bytes.next() {
+        let value = if byte == b'\\' {
+            let (Some(b'x'), Some(high), Some(low)) = (bytes.next(), bytes.next(), bytes.next())
+            else {
+                return false;
+            };
+            let (Some(high), Some(low)) = (hex_digit(high), hex_digit(low)) else {
+                return false;
+            };
+            high << 4 | low
+        } else {
+            byte
+        };
+        if value == 0 || len + 1 >= out.len() {
+            return false;
+        }
+        out[len] = value;
+        len += 1;
+    }
+    true
+}
+
+/// Printable ASCII but space and backslash as is, everything else as `\xNN`: a token that
+/// never holds a space, a backslash or a non-printable byte.
+fn write_escaped(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    for &byte in bytes {
+        if byte.is_ascii_graphic() && byte != b'\\' {
+            write!(f, "{}", char::from(byte))?;
+        } else {
+            write!(f, "\\x{byte:02x}")?;
+        }
+    }
+    Ok(())
 }
 
 impl fmt::Display for Comm {
     /// Printable ASCII but space and backslash as is, everything else as `\xNN`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for &byte in self.as_bytes() {
-            if byte.is_ascii_graphic() && byte != b'\\' {
-                write!(f, "{}", char::from(byte))?;
-            } else {
-                write!(f, "\\x{byte:02x}")?;
+        write_escaped(f, self.as_bytes())
+    }
+}
+
+/// The longest file name kept for a mapping, terminating NUL included.
+pub const MAP_NAME_LEN: usize = 32;
+
+/// Where a user IP was: the file mapped there (its base name, up to `MAP_NAME_LEN - 1`
+/// bytes, longer names cut) and the IP's offset into that file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// The file's base name, NUL-padded; never empty.
+    pub name: [u8; MAP_NAME_LEN],
+    /// `ip - vm_start + vm_pgoff * PAGE_SIZE`: the IP's offset into the file.
+    pub offset: u64,
+}
+
+impl Mapping {
+    /// The mapping of `name` (cut at its first NUL and at `MAP_NAME_LEN - 1` bytes) at
+    /// `offset`, or `None` for an empty name.
+    pub fn new(name: &[u8], offset: u64) -> Option<Mapping> {
+        let mut out = [0u8; MAP_NAME_LEN];
+        for (slot, &byte) in out
+            .iter_mut()
+            .zip(name.iter().take_while(|&&b| b != 0))
+            .take(MAP_NAME_LEN - 1)
+        {
+            *slot = byte;
+        }
+        (out[0] != 0).then_some(Mapping { name: out, offset })
+    }
+
+    /// The name's bytes, without padding.
+    pub fn name_bytes(&self) -> &[u8] {
+        crate::escape::until_nul(&self.name)
+    }
+
+    /// Whether the name may have been cut (it has the longest length kept).
+    pub fn name_may_be_cut(&self) -> bool {
+        self.name_bytes().len() == MAP_NAME_LEN - 1
+    }
+
+    fn parse(text: &str) -> Result<Option<Mapping>, BadRecord> {
+        if text == "-" {
+            return Ok(None);
+        }
+        let (name, offset) = text.rsplit_once('+').ok_or(BadRecord)?;
+        let mut out = [0u8; MAP_NAME_LEN];
+        if name.is_empty() || !unescape_into(name, &mut out) {
+            return Err(BadRecord);
+        }
+        Ok(Some(Mapping {
+            name: out,
+            offset: hex(offset)?,
+        }))
+    }
+}
+
+/// `<name>+0x<offset>`, the name escaped as `comm`, or `-` for none.
+struct MapToken<'a>(&'a Option<Mapping>);
+
+impl fmt::Display for MapToken<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("-"),
+            Some(mapping) => {
+                write_escaped(f, mapping.name_bytes())?;
+                write!(f, "+{:#x}", mapping.offset)
             }
         }
-        Ok(())
     }
 }
 
@@ -166,13 +249,16 @@ pub struct Event {
     pub count: u64,
     /// What amd_sld did.
     pub action: Action,
+    /// The file mapped at `ip` and the offset into it, once the task's own deferred work
+    /// has looked it up (`None` until then, and for good where there is none to find).
+    pub map: Option<Mapping>,
 }
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seq={} ms={} cpu={} pid={} tid={} comm={} source={} guest={} ip={:#x} count={} action={}",
+            "seq={} ms={} cpu={} pid={} tid={} comm={} source={} guest={} ip={:#x} count={} action={} map={}",
             self.seq,
             self.ms,
             self.cpu,
@@ -183,7 +269,8 @@ impl fmt::Display for Event {
             u8::from(self.guest),
             self.ip,
             self.count,
-            self.action.as_str()
+            self.action.as_str(),
+            MapToken(&self.map)
         )
     }
 }
@@ -233,6 +320,8 @@ impl Event {
         let (mut seq, mut ms, mut cpu, mut pid, mut tid, mut comm) =
             (None, None, None, None, None, None);
         let (mut source, mut guest, mut ip, mut count, mut action) = (None, None, None, None, None);
+        // Absent before the module had it: no mapping known.
+        let mut map = None;
         for field in fields(line) {
             let (key, value) = field?;
             match key {
@@ -247,6 +336,7 @@ impl Event {
                 "ip" => ip = Some(hex(value)?),
                 "count" => count = Some(number(value)?),
                 "action" => action = Some(Action::from_word(value).ok_or(BadRecord)?),
+                "map" => map = Mapping::parse(value)?,
                 _ => {}
             }
         }
@@ -262,6 +352,7 @@ impl Event {
             ip: required(ip)?,
             count: required(count)?,
             action: required(action)?,
+            map,
         })
     }
 }
@@ -346,6 +437,7 @@ mod tests {
             ip: 0x40_1234,
             count: 1,
             action: Action::Warn,
+            map: None,
         }
     }
 
@@ -353,8 +445,46 @@ mod tests {
     fn event_line_is_stable() {
         assert_eq!(
             format!("{}", event()),
-            "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn"
+            "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn map=-"
         );
+        let mapped = Event {
+            map: Mapping::new(b"libc.so.6", 0x8a2c1),
+            ..event()
+        };
+        let line = format!("{mapped}");
+        assert!(
+            line.ends_with(" action=warn map=libc.so.6+0x8a2c1"),
+            "{line}"
+        );
+        assert_eq!(Event::parse(&line), Ok(mapped));
+    }
+
+    #[test]
+    fn map_names_are_escaped_cut_and_may_hold_a_plus() {
+        let odd = Mapping::new(b"libstdc++ x\\\n.so", 16).unwrap();
+        let event = Event {
+            map: Some(odd),
+            ..event()
+        };
+        let line = format!("{event}");
+        assert!(
+            line.ends_with(" map=libstdc++\\x20x\\x5c\\x0a.so+0x10"),
+            "{line}"
+        );
+        assert_eq!(Event::parse(&line), Ok(event));
+        let long = Mapping::new(&[b'a'; 40], 0).unwrap();
+        assert_eq!(long.name_bytes().len(), MAP_NAME_LEN - 1);
+        assert!(long.name_may_be_cut());
+        assert_eq!(Mapping::new(b"", 1), None);
+        assert_eq!(Mapping::new(b"\0x", 1), None);
+        // A record of an older module has no map key; "-" is none; junk is refused.
+        let old = format!("{}", event).replace(" map=libstdc++\\x20x\\x5c\\x0a.so+0x10", "");
+        assert_eq!(Event::parse(&old).map(|e| e.map), Ok(None));
+        for bad in ["map=", "map=+0x1", "map=a+1", "map=a", "map=a\\x00+0x1"] {
+            let line = format!("{}", event)
+                .replace(" map=libstdc++\\x20x\\x5c\\x0a.so+0x10", &format!(" {bad}"));
+            assert_eq!(Event::parse(&line), Err(BadRecord), "{bad}");
+        }
     }
 
     #[test]
@@ -421,9 +551,15 @@ mod tests {
                 any::<u64>(),
                 0u8..4,
             ),
+            (proptest::collection::vec(1u8..=255, 0..40), any::<u64>()),
         )
             .prop_map(
-                |((seq, ms, cpu, pid, tid), name, (pmu, guest, ip, count, action))| Event {
+                |(
+                    (seq, ms, cpu, pid, tid),
+                    name,
+                    (pmu, guest, ip, count, action),
+                    (file, offset),
+                )| Event {
                     seq,
                     ms,
                     cpu,
@@ -436,6 +572,7 @@ mod tests {
                     count,
                     action: [Action::None, Action::Warn, Action::Kill, Action::Throttle]
                         [usize::from(action)],
+                    map: Mapping::new(&file, offset),
                 },
             )
     }
@@ -445,7 +582,7 @@ mod tests {
         fn events_round_trip(event in any_event()) {
             let line = format!("{event}");
             prop_assert!(!line.contains('\n'));
-            prop_assert_eq!(line.split(' ').count(), 11);
+            prop_assert_eq!(line.split(' ').count(), 12);
             prop_assert_eq!(Event::parse(&line), Ok(event));
         }
 

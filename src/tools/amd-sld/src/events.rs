@@ -13,6 +13,7 @@ use amd_sld_logic::record::{Action, Event};
 use crate::failure::Failure;
 use crate::records::{self, EventLine, EVENTS_FILE};
 use crate::snapshot::DROPPED_FILE;
+use crate::symbols::Resolver;
 use crate::sysfs::Sysfs;
 
 /// What a follower does with one record, or with a discontinuity before it.
@@ -92,14 +93,16 @@ fn action_text(action: Action) -> &'static str {
     }
 }
 
-/// One record as a readable line, timestamped like dmesg (seconds of CLOCK_MONOTONIC).
-pub(crate) fn describe(event: &Event) -> String {
+/// One record as a readable line, timestamped like dmesg (seconds of CLOCK_MONOTONIC);
+/// `code` names the code at the IP (`lockwait __lll_lock_wait_private+0x1c`, or
+/// `libc.so.6+0x8a2c1`: crate::symbols).
+pub(crate) fn describe(event: &Event, code: Option<&str>) -> String {
     let plural = if event.count == 1 { "" } else { "s" };
     let guest = if event.guest { ", in a KVM guest" } else { "" };
-    let ip = if event.ip == 0 {
-        "ip unknown".to_owned()
-    } else {
-        format!("ip {:#x}", event.ip)
+    let ip = match (event.ip, code) {
+        (0, _) => "ip unknown".to_owned(),
+        (ip, None) => format!("ip {ip:#x}"),
+        (ip, Some(code)) => format!("ip {ip:#x} in {code}"),
     };
     format!(
         "[{:>5}.{:03}] #{} cpu {} {} (pid {}, tid {}): {} bus lock{plural} ({}{guest}), {ip}, {}",
@@ -134,6 +137,8 @@ pub(crate) struct Printer<'a> {
     raw: bool,
     out: &'a mut dyn Write,
     notices: &'a mut dyn Write,
+    /// Names the code of each record shown (not with `raw`).
+    resolver: Option<Resolver>,
 }
 
 impl<'a> Printer<'a> {
@@ -144,7 +149,20 @@ impl<'a> Printer<'a> {
         out: &'a mut dyn Write,
         notices: &'a mut dyn Write,
     ) -> Printer<'a> {
-        Printer { raw, out, notices }
+        Printer {
+            raw,
+            out,
+            notices,
+            resolver: None,
+        }
+    }
+
+    /// Names the code of each record through the processes under `proc` (`/proc`).
+    pub(crate) fn resolving(self, proc: impl Into<std::path::PathBuf>) -> Printer<'a> {
+        Printer {
+            resolver: Some(Resolver::new(proc)),
+            ..self
+        }
     }
 
     fn notice(&mut self, text: &str) -> Result<(), Failure> {
@@ -164,7 +182,11 @@ impl<'a> Printer<'a> {
                     let text = if self.raw {
                         record.line.clone()
                     } else {
-                        describe(&record.event)
+                        let code = self
+                            .resolver
+                            .as_mut()
+                            .and_then(|resolver| resolver.describe(&record.event));
+                        describe(&record.event, code.as_deref())
                     };
                     writeln!(self.out, "{text}").map_err(Failure::output)?;
                 }
@@ -236,6 +258,7 @@ mod tests {
             ip: 0x40_1234,
             count: 1,
             action: Action::Warn,
+            map: None,
         }
     }
 
@@ -320,8 +343,13 @@ mod tests {
     #[test]
     fn readable_lines() {
         assert_eq!(
-            describe(&event(7)),
+            describe(&event(7), None),
             "[  123.463] #7 cpu 2 python3 (pid 345, tid 346): 1 bus lock (bld), ip 0x401234, warned"
+        );
+        assert_eq!(
+            describe(&event(7), Some("libc.so.6 __lll_lock_wait_private+0x1c")),
+            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346): 1 bus lock (bld), \
+             ip 0x401234 in libc.so.6 __lll_lock_wait_private+0x1c, warned"
         );
         let pmu = Event {
             source: Source::Pmu,
@@ -333,7 +361,7 @@ mod tests {
             ..event(8)
         };
         assert_eq!(
-            describe(&pmu),
+            describe(&pmu, None),
             "[  123.464] #8 cpu 2 CPU\\x200/KVM (pid 345, tid 346): 10000 bus locks (pmu, in a KVM guest), ip unknown, counted"
         );
     }

@@ -20,6 +20,7 @@ mod records;
 mod set;
 mod snapshot;
 mod status;
+mod symbols;
 mod sysfs;
 mod table;
 mod top;
@@ -42,7 +43,7 @@ const MAX_INTERVAL_SECONDS: f64 = 86_400.0;
     after_help = exit_codes_help()
 )]
 struct Cli {
-    /// Prefix of every sysfs path (for tests and chroots)
+    /// Prefix of every sysfs path, and of /proc (for tests and chroots)
     #[arg(
         long,
         global = true,
@@ -149,6 +150,7 @@ fn parse_period(text: &str) -> Result<Duration, String> {
 }
 
 fn run(cli: Cli) -> Result<(), Failure> {
+    let proc = cli.sysfs_root.join("proc");
     let sysfs = Sysfs::new(cli.sysfs_root);
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -160,7 +162,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Events(args) => {
             let mut notices = io::stderr();
-            let mut printer = events::Printer::new(args.raw, &mut out, &mut notices);
+            let mut printer =
+                events::Printer::new(args.raw, &mut out, &mut notices).resolving(proc);
             events::run(&sysfs, args.follow, args.interval, &mut printer)
         }
         Command::Set(args) => {
