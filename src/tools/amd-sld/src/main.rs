@@ -65,7 +65,8 @@ enum Command {
     /// The processes with the most bus locks, refreshed until Ctrl-C (needs root)
     #[command(after_help = exit_codes_help())]
     Top(TopArgs),
-    /// The most recent bus-lock records; -f follows new ones (needs root)
+    /// The most recent bus-lock records, naming the function at each IP while its process
+    /// lives; -f follows new ones (needs root)
     #[command(after_help = exit_codes_help())]
     Events(EventsArgs),
     /// Change the policy (off, warn, fatal, ratelimit:N) or the source (needs root)
