@@ -1274,8 +1274,9 @@ guest_bus_locks_counted_and_named() {
 	sed 's/^/  /' $SYS/top
 	echo "guest_bus_locks=$guest of 20000"
 	[ "$guest" -le 20000 ] || fail "guest_bus_locks over-counts: $guest of 20000"
-	# Measured: 93%; less than half would mean guest samples go missing.
-	[ "$guest" -ge 10000 ] || fail "guest_bus_locks attributes only $guest of 20000"
+	# Measured: 54% to 93% (less where perf has lowered its sample rate after an earlier
+	# storm); under a quarter would mean guest samples go missing.
+	[ "$guest" -ge 5000 ] || fail "guest_bus_locks attributes only $guest of 20000"
 	expect_eq "event lines in the documented format" "$(grep -cvE "$EVENT_RE" $SYS/events)" 0
 	expect_eq "events not of the vCPU thread in guest mode" \
 		"$(grep -cvE " pid=$pid tid=$pid comm=guestlock source=pmu guest=1 ip=0x0 count=[0-9]+ action=warn\$" $SYS/events)" 0
@@ -1351,6 +1352,37 @@ guest_fatal_kills_the_vmm() {
 	unload
 }
 
+# Unload with a vCPU blocked in kvm_vcpu_block() after guest samples: the guest takes its
+# split locks and halts (through int $0x80 to ring 0, IF=0) without one exit to the VMM, so
+# KVM_RUN never returns. A work queued by a sample and still pending when the vCPU blocks
+# would run only at the next guest entry, never here; unload kicks such tasks (TWA_SIGNAL:
+# KVM_RUN returns EINTR, guestlock says so and runs it again) and must return promptly.
+# Measured on 6.12.118: no work is left pending (no kick, no EINTR): vcpu_run() runs
+# xfer_to_guest_mode_handle_work() after every exit, the HLT exit included, before it
+# blocks; a work pending at the block takes a sample that lands after that check.
+guest_unload_with_a_halted_vcpu() {
+	need_kvm_guest
+	load source=$GUEST_SOURCE
+	"$GUESTLOCK" -n 20000 -p 20000 -H > /tmp/guest.out 2>&1 &
+	vmm=$!
+	n=0
+	while [ "$(counter bus_locks)" -lt 20000 ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+	expect_eq "bus_locks (the guest's, before it halts)" "$(counter bus_locks)" 20000
+	sleep 1
+	echo "VMM $vmm: state $(awk '{ print $3 }' /proc/$vmm/stat), wchan $(cat /proc/$vmm/wchan 2> /dev/null); guest_bus_locks=$(counter guest_bus_locks)"
+	expect_eq "the VMM's state (blocked, interruptible)" "$(awk '{ print $3 }' /proc/$vmm/stat)" S
+	start=$(awk '{ print $1 * 1000 }' /proc/uptime)
+	unload
+	ms=$(($(awk '{ print $1 * 1000 }' /proc/uptime) - start))
+	echo "rmmod took $ms ms"
+	dmesg | grep 'amd_sld: unload' | sed 's/^/dmesg: /'
+	sed 's/^/vmm: /' /tmp/guest.out
+	kill -0 $vmm 2> /dev/null || fail "the VMM died"
+	kill $vmm
+	wait $vmm 2> /dev/null
+	[ "$ms" -lt 2000 ] || fail "rmmod took $ms ms with a halted vCPU"
+}
+
 # --- Cases by emulated machine (scripts/vmtest --machine)
 
 CASES_zen5="load_unload_arms_and_restores_every_cpu params_valid_at_load params_invalid_at_load
@@ -1413,7 +1445,7 @@ for suite in bullseye bookworm trixie; do
 done
 # A real KVM guest (issue 16): trixie's 6.12.118 has kvm_amd, and keeps DEBUGCTL to itself.
 CASES_GUEST="guest_bus_locks_counted_and_named guest_warn_line guest_ratelimit_10
-guest_ratelimit_100 guest_fatal_kills_the_vmm"
+guest_ratelimit_100 guest_fatal_kills_the_vmm guest_unload_with_a_halted_vcpu"
 CASES_zen5_trixie="$CASES_zen5_trixie $CASES_GUEST"
 CASES_zen5_bullseye="$CASES_zen5_bullseye kvm_rule_on_unsafe_kernel"
 CASES_zen5_bookworm="$CASES_zen5_bookworm kvm_rule_on_unsafe_kernel"
