@@ -1465,7 +1465,7 @@ done
 # A real KVM guest (issue 16): the stock kernels have kvm_amd (the test kernel has no KVM).
 CASES_GUEST="guest_bus_locks_counted_and_named guest_warn_line guest_ratelimit_10
 guest_ratelimit_100 guest_fatal_kills_the_vmm guest_unload_with_a_halted_vcpu"
-for suite in bullseye bookworm trixie; do
+for suite in bullseye bookworm trixie mainline; do
 	eval "CASES_zen5_$suite=\"\$CASES_zen5_$suite \$CASES_GUEST\""
 done
 CASES_zen5_bullseye="$CASES_zen5_bullseye kvm_rule_on_unsafe_kernel"
