@@ -528,9 +528,8 @@ pub(crate) fn kick_pending_works() -> usize {
         // head is static and not queued (one kick per slot per unload, and none before);
         // `run_kick` has the task-work signature and lives until `wait_for_deferred_work()`
         // has seen it finish. Process context.
-        let status = unsafe {
-            amd_sld_task_work_kick(slot.task.as_ptr().cast(), kick.get(), run_kick)
-        };
+        let status =
+            unsafe { amd_sld_task_work_kick(slot.task.as_ptr().cast(), kick.get(), run_kick) };
         if status == 0 {
             kicked += 1;
         } else {

@@ -91,7 +91,10 @@ pub(crate) fn wait_for_deferred_work() {
     // it blocks: kicked, it runs its works now.
     let kicked = super::perf::kick_pending_works();
     if kicked != 0 {
-        super::pr_info!("unload: {} task(s) with pending work woken to run it\n", kicked);
+        super::pr_info!(
+            "unload: {} task(s) with pending work woken to run it\n",
+            kicked
+        );
     }
     while DEFERRED_IN_FLIGHT.load(Ordering::Acquire) != 0 {
         msleep(5);
