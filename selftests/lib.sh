@@ -14,6 +14,7 @@ MSR="$HERE/msr"
 STEPCHECK="$HERE/stepcheck"
 CPUID="$HERE/cpuid"
 KVMVM="$HERE/kvmvm"
+GUESTLOCK="$HERE/guestlock"
 KERNEL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
 
 fail() {

@@ -20,6 +20,7 @@
 #include <linux/moduleparam.h>
 #include <linux/rcupdate.h>
 #include <linux/sched/signal.h>
+#include <linux/sched/task.h>
 #include <linux/smp.h>
 #include <linux/stddef.h>
 #include <linux/task_work.h>
@@ -295,6 +296,40 @@ void amd_sld_task_work_from_nmi_sync(void)
 	for_each_possible_cpu(cpu)
 		irq_work_sync(per_cpu_ptr(&amd_sld_nmi_resume_work, cpu));
 #endif
+}
+
+/*
+ * At unload: makes the task of a pending NMI work (src/kmod/ffi/perf.rs) run its task works
+ * now, by queueing kick on it with TWA_SIGNAL (set_notify_signal(): TIF_NOTIFY_SIGNAL and a
+ * wake-up from an interruptible sleep). A task blocked in the kernel with a work pending (a
+ * vCPU thread in kvm_vcpu_block(), a task in a blocking system call) would otherwise run it
+ * only when it next returns to user mode or enters its guest, and unload would wait for
+ * that. task_work_cancel() would not disturb the task, but no kernel exports it (5.10 to
+ * 7.2); the kick is what io_uring does to other tasks: an interrupted system call restarts,
+ * KVM_RUN returns -EINTR (KVM_EXIT_INTR) to its VMM, as for any signal.
+ * *task_slot is the slot's task, cleared by the work as it starts, before the task can exit
+ * (exit_task_work() runs pending works): read under RCU, it is a task whose final put is
+ * an RCU callback not yet run. Returns task_work_add()'s status, or -ESRCH if no task.
+ */
+int amd_sld_task_work_kick(const unsigned long *task_slot, struct callback_head *kick,
+			   task_work_func_t func);
+int amd_sld_task_work_kick(const unsigned long *task_slot, struct callback_head *kick,
+			   task_work_func_t func)
+{
+	struct task_struct *task;
+	int status;
+
+	rcu_read_lock();
+	task = (struct task_struct *)READ_ONCE(*task_slot);
+	if (task)
+		get_task_struct(task);
+	rcu_read_unlock();
+	if (!task)
+		return -ESRCH;
+	init_task_work(kick, func);
+	status = task_work_add(task, kick, TWA_SIGNAL);
+	put_task_struct(task);
+	return status;
 }
 
 /* A macro for synchronize_rcu() on kernels without CONFIG_TASKS_RCU. */

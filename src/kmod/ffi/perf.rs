@@ -44,6 +44,13 @@ extern "C" {
     /// glue.c: `task_work_add()` of `current` from NMI context (`TWA_NMI_CURRENT`, or its
     /// equivalent before 6.11).
     fn amd_sld_task_work_add_from_nmi(work: *mut bindings::callback_head) -> c_int;
+    /// glue.c: `kick`, with `func`, queued with `TWA_SIGNAL` on the task in `*task_slot`
+    /// (read under RCU), if any: it runs its pending task works now.
+    fn amd_sld_task_work_kick(
+        task_slot: *const c_ulong,
+        kick: *mut bindings::callback_head,
+        func: unsafe extern "C" fn(*mut bindings::callback_head),
+    ) -> c_int;
 }
 
 /// Holds the counters' mutex: no counter is started or released meanwhile, so the live
@@ -495,4 +502,50 @@ unsafe extern "C" fn run_deferred_from_nmi<H: PmuHandler>(head: *mut bindings::c
     DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
 }
 
+/// One per slot: what [`kick_pending_works`] queues on the slot's task at unload. Each is
+/// queued at most once per load, after the counters are gone.
+static KICKS: [KernelOwned<bindings::callback_head>; DEFERRED_SLOTS] = [const {
+    KernelOwned::new(bindings::callback_head {
+        next: ptr::null_mut(),
+        func: None,
+    })
+}; DEFERRED_SLOTS];
+
+/// # Safety
+///
+/// Called by `task_work_run()` only, with a head of [`KICKS`].
+unsafe extern "C" fn run_kick(_head: *mut bindings::callback_head) {
+    // Nothing: the task runs its pending works in the same `task_work_run()`. Last touch of
+    // module data, as in `run_deferred_from_nmi`.
+    DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
+}
+
+/// At unload, once every counter is released (no NMI queues works any more): makes each
+/// task with a pending work run it now rather than at its next return to user mode or guest
+/// entry, which a task blocked in the kernel (a halted vCPU in `kvm_vcpu_block()`) may not
+/// reach for a long time. Returns how many tasks were kicked. Process context.
+pub(crate) fn kick_pending_works() -> usize {
+    let mut kicked = 0;
+    for (slot, kick) in SLOTS.iter().zip(KICKS.iter()) {
+        if slot.state.load(Ordering::Acquire) != QUEUED {
+            continue;
+        }
+        DEFERRED_IN_FLIGHT.fetch_add(1, Ordering::Acquire);
+        // SAFETY: `slot.task` is an atomic word that glue.c reads once, under RCU; the kick's
+        // head is static and not queued (one kick per slot per unload, and none before);
+        // `run_kick` has the task-work signature and lives until `wait_for_deferred_work()`
+        // has seen it finish. Process context.
+        let status =
+            unsafe { amd_sld_task_work_kick(slot.task.as_ptr().cast(), kick.get(), run_kick) };
+        if status == 0 {
+            kicked += 1;
+        } else {
+            // No task any more (its work started), or it is exiting (its works run at exit).
+            DEFERRED_IN_FLIGHT.fetch_sub(1, Ordering::Release);
+        }
+    }
+    kicked
+}
+
 const _: () = assert!(core::mem::size_of::<c_ulong>() == core::mem::size_of::<u64>());
+const _: () = assert!(core::mem::size_of::<AtomicUsize>() == core::mem::size_of::<c_ulong>());

@@ -85,6 +85,15 @@ pub(crate) fn defer_to_user_return(run: fn([u64; 3]), args: [u64; 3]) -> Result 
 /// Waits until every deferred work has finished and no task can still be executing its last
 /// instructions in this module's text. Call after the notifier is gone, before unloading.
 pub(crate) fn wait_for_deferred_work() {
+    // A task blocked in the kernel with a work pending would make this wait for as long as
+    // it blocks: kicked, it runs its works now.
+    let kicked = super::perf::kick_pending_works();
+    if kicked != 0 {
+        super::pr_info!(
+            "unload: {} task(s) with pending work woken to run it\n",
+            kicked
+        );
+    }
     while DEFERRED_IN_FLIGHT.load(Ordering::Acquire) != 0 {
         msleep(5);
     }
