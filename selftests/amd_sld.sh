@@ -697,6 +697,27 @@ auto_runs_the_trap_and_guest_only_counters() {
 	done
 }
 
+# The same with kvm_amd loaded, on a kernel whose KVM keeps the host's DEBUGCTL out of its
+# guests (Debian's trixie, 6.12.19+): KVM sets EFER.SVME on every CPU at load (6.12's
+# kvm.enable_virt_at_load), so the GuestOnly counters are live, and still count no host
+# bus lock: auto keeps both detectors, and a host bus lock is counted once.
+auto_with_kvm_amd_counts_host_bus_locks_once() { # zen5, trixie
+	kvm_amd_insmod 2> /tmp/kvm.err || fail "kvm_amd does not load: $(cat /tmp/kvm.err)"
+	efer=$("$MSR" 1 0xc0000080) || fail "cannot read EFER of CPU 1"
+	echo "CPU 1 EFER with kvm_amd loaded: $(printf '%#x' "$efer")"
+	[ $(((efer >> 12) & 1)) -eq 1 ] || fail "EFER.SVME clear with kvm_amd loaded: the GuestOnly counters are not live"
+	load
+	expect_eq "source with kvm_amd loaded" "$(counter source)" "bld+pmu(guest)"
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		expect_eq "CPU $c trap and guest-only counters" "$(($(debugctl "$c") & 4)) $(bus_lock_selects "$c")" "4 guest guest"
+	done
+	out=$("$BUSLOCK" -n 500) || fail "buslock failed: $out"
+	expect_eq "bus_locks of 500 host bus locks with SVM on (no double count)" "$(counter bus_locks)" 500
+	expect_eq "guest_bus_locks (no guest ran)" "$(counter guest_bus_locks)" 0
+	unload
+	kvm_amd_rmmod
+}
+
 # --- The emulated CPU's fault cases (scripts/vmtest --machine)
 
 # Issue 13, item 1: every load fails after /sys/kernel/amd_sld exists (DEBUGCTL ignores
@@ -1381,6 +1402,7 @@ for suite in bullseye bookworm trixie; do
 done
 CASES_zen5_bullseye="$CASES_zen5_bullseye kvm_rule_on_unsafe_kernel"
 CASES_zen5_bookworm="$CASES_zen5_bookworm kvm_rule_on_unsafe_kernel"
+CASES_zen5_trixie="$CASES_zen5_trixie auto_with_kvm_amd_counts_host_bus_locks_once"
 # With --module on zen5 vmtest leaves amd_sld loaded for the reboot on these kernels as on
 # the test kernel, and looks for 'DEBUGCTL restored' on the console.
 
