@@ -86,12 +86,9 @@ fn arm(cpu: u32, lone: bool) -> Result {
             // The PMU alone: nothing else is armed here.
             Err(error) if !guest_only => return Err(error),
             Err(error) => match capability::guest_counter_fallback(error.to_errno(), lone) {
-                GuestCounterFallback::ThisCpuUncounted => guest_uncounted(
-                    cpu,
-                    slot,
-                    "guest-only PMU counters cannot start",
-                    error.to_errno(),
-                ),
+                GuestCounterFallback::ThisCpuUncounted => {
+                    guest_uncounted(cpu, slot, Some(error.to_errno()))
+                }
                 GuestCounterFallback::TrapAlone => fall_back_to_trap_alone(error),
             },
         }
@@ -107,12 +104,7 @@ fn start_counters(cpu: u32, slot: &CpuSlot, guest_only: bool) -> Result {
     let counting =
         ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec(), guest_only, &locked)?;
     if counting == Counting::HostOnly {
-        guest_uncounted(
-            cpu,
-            slot,
-            "perf refuses counters of guest mode (VMs with a mediated vPMU exist): counting host mode only",
-            -capability::EOPNOTSUPP,
-        );
+        guest_uncounted(cpu, slot, None);
     }
     slot.counters.store(true, Ordering::Release);
     Ok(())
@@ -299,16 +291,23 @@ static GUEST_UNCOUNTED_LOGGED: AtomicBool = AtomicBool::new(false);
 /// vPMU exist (their guests own the PMU while they run; `perf_create_mediated_pmu()` in turn
 /// refuses those VMs while counters counting guest mode exist), and the PMU source counts
 /// host mode only there; or a guest-only counter beside the trap could not start on a CPU
-/// coming online. Logged once per load; shown by `guest_uncounted_cpus`.
-fn guest_uncounted(cpu: u32, slot: &CpuSlot, why: &str, errno: i32) {
+/// coming online (`guest_only_failed`, perf's error). Logged once per load; shown by
+/// `guest_uncounted_cpus`.
+fn guest_uncounted(cpu: u32, slot: &CpuSlot, guest_only_failed: Option<i32>) {
     slot.guest_uncounted.store(true, Ordering::Relaxed);
-    if !GUEST_UNCOUNTED_LOGGED.swap(true, Ordering::Relaxed) {
-        pr_warn!(
-            "CPU {}: {} (error {}): guest-mode bus locks uncounted (guest_uncounted_cpus)\n",
+    if GUEST_UNCOUNTED_LOGGED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match guest_only_failed {
+        None => pr_warn!(
+            "CPU {}: perf refuses counters of guest mode (EOPNOTSUPP: VMs with a mediated vPMU exist): counting host mode only, guest-mode bus locks uncounted (guest_uncounted_cpus)\n",
+            cpu
+        ),
+        Some(errno) => pr_warn!(
+            "CPU {}: the guest-only PMU counters cannot start (error {}): Bus Lock Detect armed, guest-mode bus locks uncounted (guest_uncounted_cpus)\n",
             cpu,
-            why,
             errno
-        );
+        ),
     }
 }
 
