@@ -45,7 +45,7 @@ load_unload_arms_and_restores_every_cpu() {
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		[ $(($(debugctl "$c") & 4)) -ne 0 ] || fail "CPU $c: DEBUGCTL bit 2 not set"
 	done
-	dmesg | grep -q "amd_sld: loaded: split_lock_detect=warn, source=bld, bus-lock detection armed on CPUs $cpus" ||
+	dmesg | grep -q "amd_sld: loaded: split_lock_detect=warn, source=bld+pmu(guest), bus-lock detection armed on CPUs $cpus" ||
 		fail "no load line naming CPUs $cpus"
 	unload
 	dmesg | grep -q "amd_sld: unloaded: .*DEBUGCTL restored on CPUs $cpus\$" ||
@@ -389,8 +389,8 @@ cli_status_matches_sysfs() {
 	out=$("$BUSLOCK" -n 7) || fail "buslock failed: $out"
 	json=$(amd-sld status --interval 0 --json) || fail "status --json failed"
 	echo "$json"
-	source=bld
-	kernel_arms_the_trap && source=pmu
+	source="bld+pmu(guest)" sees="host tasks by the trap, each bus lock; KVM guests by the PMU"
+	kernel_arms_the_trap && source=pmu sees="host and KVM guests by the PMU"
 	for pair in '"loaded":true' '"policy":"ratelimit:50"' "\"source\":\"$source\"" '"requested_source":"auto"' \
 		"\"armed_cpus\":\"$(online_cpus)\"" "\"armed_cpu_count\":$(nproc)" '"bus_locks":7' \
 		"\"throttled\":$(counter throttled)" "\"throttled_ms\":$(counter throttled_ms)" \
@@ -400,6 +400,7 @@ cli_status_matches_sysfs() {
 	text=$(amd-sld status --interval 1) || fail "status failed"
 	echo "$text"
 	echo "$text" | grep -qE '^policy +ratelimit:50$' || fail "status text lacks the policy"
+	echo "$text" | grep -qF "source      $source (requested: auto): $sees" || fail "status text does not say which detector sees what"
 	echo "$text" | grep -qE '^bus_locks +7 +0\.0$' || fail "status text: bus_locks should be 7 at 0.0/s"
 	unload
 }
@@ -574,14 +575,14 @@ pmu_cpu_hotplug() {
 source_switches_at_runtime() {
 	load
 	SRC=/sys/module/amd_sld/parameters/source
-	expect_eq "auto resolves to the trap on (emulated) Zen 5" "$(counter source)" bld
+	expect_eq "auto resolves to the trap and guest-only counters on (emulated) Zen 5" "$(counter source)" "bld+pmu(guest)"
 	for bad in PMU pm "pmu pmu" Auto; do
 		printf '%s' "$bad" > $SRC 2> /dev/null && fail "source '$bad' accepted"
-		expect_eq "source after rejected '$bad'" "$(counter source)" bld
+		expect_eq "source after rejected '$bad'" "$(counter source)" "bld+pmu(guest)"
 	done
 	echo > $SRC 2> /dev/null && fail "an empty line was accepted as a source"
 	printf 'pmu\n\n' > $SRC 2> /dev/null && fail "'pmu' and two newlines accepted"
-	expect_eq "source after rejected writes" "$(counter source)" bld
+	expect_eq "source after rejected writes" "$(counter source)" "bld+pmu(guest)"
 	"$BUSLOCK" -n 10 > /dev/null || fail "buslock failed"
 	echo pmu > $SRC || fail "switching to pmu failed"
 	expect_eq "source" "$(counter source)" pmu
@@ -599,7 +600,8 @@ source_switches_at_runtime() {
 	[ "$(counter bus_locks)" -ge 260 ] || fail "bus_locks $(counter bus_locks): counts lost across switches"
 	expect_eq "armed_cpus" "$(counter armed_cpus)" "$(online_cpus)"
 	echo auto > $SRC || fail "switching to auto failed"
-	expect_eq "auto again" "$(counter source)" bld
+	expect_eq "auto again" "$(counter source)" "bld+pmu(guest)"
+	expect_eq "CPU 1 guest-only counters again" "$(bus_lock_selects 1)" "guest guest"
 	[ $(($(debugctl 1) & 4)) -ne 0 ] || fail "CPU 1 not re-armed for the trap"
 	unload
 }
@@ -622,6 +624,106 @@ debugctl_rmw_preserves_other_bits() {
 	expect_eq "CPU 1 DEBUGCTL disarmed" "$(debugctl 1)" 1
 	"$MSR" 1 0x1d9 0x0
 	unload
+}
+
+# The core PMU's event selects of CPU $1 programmed for ls_locks.bus_lock (event 0x25,
+# umask 0x01, enabled), by the modes they count: "guest" (GuestOnly, bit 40), "host"
+# (HostOnly, bit 41) or "all"; space-separated, in counter order.
+bus_lock_selects() { # cpu
+	selects=""
+	for i in 0 1 2 3 4 5; do
+		v=$("$MSR" "$1" $((0xc0010200 + 2 * i))) || fail "cannot read PERF_CTL$i of CPU $1"
+		[ $((v & 0xffff)) -eq $((0x0125)) ] && [ $(((v >> 22) & 1)) -eq 1 ] || continue
+		case $(((v >> 40) & 3)) in
+		1) selects="$selects guest" ;;
+		2) selects="$selects host" ;;
+		*) selects="$selects all" ;;
+		esac
+	done
+	echo $selects
+}
+
+# Issue 16, item 1: auto on Zen 5 runs both detectors, each where the other is blind: the
+# trap for the host's tasks (exact, per bus lock), and a pinned tally and a sampler of
+# guest mode only (GuestOnly) on every CPU, for KVM guests. A host bus lock is counted once:
+# the guest-only counters count nothing outside guest mode (here EFER.SVME is clear, so
+# nothing at all: scripts/qemu README).
+auto_runs_the_trap_and_guest_only_counters() {
+	cpus=$(online_cpus)
+	dmesg -c > /dev/null
+	load
+	expect_eq "source in effect" "$(counter source)" "bld+pmu(guest)"
+	expect_eq "source parameter" "$(cat /sys/module/amd_sld/parameters/source)" auto
+	expect_eq "armed_cpus" "$(counter armed_cpus)" "$cpus"
+	expect_eq "lines saying why" "$(dmesg | grep -c 'amd_sld: source=auto: Bus Lock Detect for the host, PMU for KVM guests: this CPU has Bus Lock Detect')" 1
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		[ $(($(debugctl "$c") & 4)) -ne 0 ] || fail "CPU $c: DEBUGCTL bit 2 not set"
+		expect_eq "CPU $c ls_locks.bus_lock counters (tally and sampler)" "$(bus_lock_selects "$c")" "guest guest"
+	done
+	# Host bus locks: the trap's, once each; nothing from the PMU.
+	out=$("$BUSLOCK" -n 1000) || fail "buslock failed: $out"
+	expect_eq "bus_locks of 1000 host bus locks (trap only, no double count)" "$(counter bus_locks)" 1000
+	expect_eq "guest_bus_locks (no guest ran)" "$(counter guest_bus_locks)" 0
+	expect_eq "warned (the trap's policy, per bus lock)" "$(counter warned)" 1000
+	expect_eq "events of the PMU" "$(grep -c ' source=pmu ' $SYS/events)" 0
+	grep -q ' source=bld guest=0 ' $SYS/events || fail "no trap event"
+	# Policies per source: fatal by the trap, per bus lock; off disarms both detectors.
+	set_policy fatal
+	"$BUSLOCK" -c -n 3 > /tmp/fatal.out || fail "buslock -c failed"
+	expect_eq "SIGBUSes caught under fatal" "$(field sigbus "$(cat /tmp/fatal.out)")" 3
+	expect_eq "killed" "$(counter killed)" 3
+	set_policy off
+	expect_eq "armed_cpus under off" "$(counter armed_cpus)" ""
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		expect_eq "CPU $c DEBUGCTL under off" "$(debugctl "$c")" 0
+		expect_eq "CPU $c counters under off" "$(bus_lock_selects "$c")" ""
+	done
+	set_policy warn
+	expect_eq "CPU 1 both again under warn" "$(($(debugctl 1) & 4)) $(bus_lock_selects 1)" "4 guest guest"
+	# Hotplug: a CPU comes back with both.
+	echo 0 > /sys/devices/system/cpu/cpu1/online || fail "cannot offline CPU 1"
+	echo 1 > /sys/devices/system/cpu/cpu1/online || fail "cannot online CPU 1"
+	expect_eq "armed_cpus after hotplug" "$(counter armed_cpus)" "$cpus"
+	expect_eq "CPU 1 both after hotplug" "$(($(debugctl 1) & 4)) $(bus_lock_selects 1)" "4 guest guest"
+	expect_eq "guest_uncounted_cpus" "$(counter guest_uncounted_cpus)" ""
+	# One source each, on request: pmu counts every mode, bld is the trap alone.
+	SRC=/sys/module/amd_sld/parameters/source
+	echo pmu > $SRC || fail "switching to pmu failed"
+	expect_eq "CPU 1 with pmu" "$(($(debugctl 1) & 4)) $(bus_lock_selects 1)" "0 all all"
+	echo bld > $SRC || fail "switching to bld failed"
+	expect_eq "CPU 1 with bld" "$(($(debugctl 1) & 4)) $(bus_lock_selects 1)" "4 "
+	echo auto > $SRC || fail "switching to auto failed"
+	expect_eq "source with auto again" "$(counter source)" "bld+pmu(guest)"
+	before=$(counter bus_locks)
+	"$BUSLOCK" -n 100 > /dev/null || fail "buslock failed"
+	expect_eq "bus_locks after 100 more" "$(counter bus_locks)" $((before + 100))
+	unload
+	dmesg | grep -q "amd_sld: unloaded: .*guest PMU counters released, DEBUGCTL restored on CPUs $cpus\$" ||
+		fail "no unload line releasing both on CPUs $cpus"
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		expect_eq "CPU $c after unload" "$(debugctl "$c") $(bus_lock_selects "$c")" "0 "
+	done
+}
+
+# The same with kvm_amd loaded, on a kernel whose KVM keeps the host's DEBUGCTL out of its
+# guests (Debian's trixie, 6.12.19+): KVM sets EFER.SVME on every CPU at load (6.12's
+# kvm.enable_virt_at_load), so the GuestOnly counters are live, and still count no host
+# bus lock: auto keeps both detectors, and a host bus lock is counted once.
+auto_with_kvm_amd_counts_host_bus_locks_once() { # zen5, trixie
+	kvm_amd_insmod 2> /tmp/kvm.err || fail "kvm_amd does not load: $(cat /tmp/kvm.err)"
+	efer=$("$MSR" 1 0xc0000080) || fail "cannot read EFER of CPU 1"
+	echo "CPU 1 EFER with kvm_amd loaded: $(printf '%#x' "$efer")"
+	[ $(((efer >> 12) & 1)) -eq 1 ] || fail "EFER.SVME clear with kvm_amd loaded: the GuestOnly counters are not live"
+	load
+	expect_eq "source with kvm_amd loaded" "$(counter source)" "bld+pmu(guest)"
+	for c in $(seq 0 $(($(nproc) - 1))); do
+		expect_eq "CPU $c trap and guest-only counters" "$(($(debugctl "$c") & 4)) $(bus_lock_selects "$c")" "4 guest guest"
+	done
+	out=$("$BUSLOCK" -n 500) || fail "buslock failed: $out"
+	expect_eq "bus_locks of 500 host bus locks with SVM on (no double count)" "$(counter bus_locks)" 500
+	expect_eq "guest_bus_locks (no guest ran)" "$(counter guest_bus_locks)" 0
+	unload
+	kvm_amd_rmmod
 }
 
 # --- The emulated CPU's fault cases (scripts/vmtest --machine)
@@ -705,7 +807,19 @@ auto_counts_with() { # source program n why: auto takes source, saying why in on
 
 refuses_pmu_without_a_pmu() { # zen5-nopmu
 	expect_refusal source=pmu "amd_sld: not loading: source=pmu: the PMU cannot count ls_locks.bus_lock here"
-	auto_counts_with bld "$BUSLOCK" 10 "Bus Lock Detect: this CPU has Bus Lock Detect and the kernel leaves it to amd_sld"
+	# auto wants the trap and guest-only counters; without a PMU, the trap alone, in one line.
+	auto_counts_with bld "$BUSLOCK" 10 "Bus Lock Detect for the host, PMU for KVM guests: this CPU has Bus Lock Detect and the kernel leaves it to amd_sld"
+	expect_eq "lines saying guests are not covered" "$(dmesg | grep -c 'amd_sld: the PMU cannot count ls_locks.bus_lock in guest mode here (.*): Bus Lock Detect alone, bus locks in KVM guests are not covered$')" 1
+	dmesg | grep -q "amd_sld: loaded: split_lock_detect=warn, source=bld, " || fail "the load line does not say source=bld"
+	# A switch to auto falls back the same way, and stays on the trap.
+	load source=bld
+	echo auto > /sys/module/amd_sld/parameters/source || fail "switching to auto failed"
+	expect_eq "source after auto without a PMU" "$(counter source)" bld
+	expect_eq "armed_cpus" "$(counter armed_cpus)" "$(online_cpus)"
+	[ $(($(debugctl 1) & 4)) -ne 0 ] || fail "CPU 1 not armed for the trap"
+	"$BUSLOCK" -n 7 > /dev/null || fail "buslock failed"
+	expect_eq "bus_locks by the trap alone" "$(counter bus_locks)" 7
+	unload
 }
 
 refuses_bld_without_bus_lock_detect() { # zen4: a PMU, no trap
@@ -831,7 +945,7 @@ glibc_lll_lock_wait_private_named() {
 	pid=$(field pid "$out")
 	fn=$(field glibc_fn "$out")
 	expect_eq "bus_locks" "$(counter bus_locks)" 1
-	if [ "$(counter source)" = bld ]; then
+	if [ "$(counter source)" != pmu ]; then # bld, or bld+pmu(guest) (auto)
 		ip=$(dmesg | sed -n "s/.*amd_sld: #DB: lockwait\/$pid took a bus_lock trap at address: \(0x[0-9a-f]*\)$/\1/p")
 		[ -n "$ip" ] || fail "no trap line naming lockwait/$pid"
 		echo "trap at $ip; glibc's __lll_lock_wait_private at $fn"
@@ -1094,13 +1208,13 @@ kvm_rule_on_unsafe_kernel() { # zen5 (trap and PMU), stock kernel before 6.12.19
 	# 3. auto with the trap armed: loading kvm_amd switches to the PMU first, in one line.
 	kvm_amd_rmmod
 	load
-	expect_eq "auto without kvm_amd" "$(counter source)" bld
+	expect_eq "auto without kvm_amd" "$(counter source)" "bld+pmu(guest)"
 	dmesg -c > /dev/null
 	kvm_amd_insmod 2> /tmp/kvm.err || fail "kvm_amd does not load with source=auto: $(cat /tmp/kvm.err)"
 	expect_eq "source once kvm_amd came" "$(counter source)" pmu
 	expect_eq "parameter once kvm_amd came" "$(cat $SRC)" auto
 	expect_eq "amd_sld lines" "$(dmesg | grep -c 'amd_sld: ')" 1
-	dmesg | grep -q "amd_sld: source: bld -> pmu (source=auto): $kvm_why" || fail "no line saying why the source changed"
+	dmesg | grep -q "amd_sld: source: bld+pmu(guest) -> pmu (source=auto): $kvm_why" || fail "no line saying why the source changed"
 	for c in $(seq 0 $(($(nproc) - 1))); do
 		expect_eq "CPU $c DEBUGCTL once kvm_amd came" "$(debugctl "$c")" 0
 	done
@@ -1473,6 +1587,7 @@ cli_top_events_and_export_name_the_offender cli_needs_root_to_act_and_says_so
 pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process
 pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded pmu_cpu_hotplug
 source_switches_at_runtime pmu_unload_under_load debugctl_rmw_preserves_other_bits
+auto_runs_the_trap_and_guest_only_counters
 incident_reproducer_caught_by_the_trap incident_reproducer_caught_by_the_pmu
 glibc_lll_lock_wait_private_named glibc_lll_lock_wait_private_mapped
 stress_ng_lockbus_counted_by_both_sources
@@ -1528,6 +1643,7 @@ for suite in bullseye bookworm trixie mainline; do
 done
 CASES_zen5_bullseye="$CASES_zen5_bullseye kvm_rule_on_unsafe_kernel"
 CASES_zen5_bookworm="$CASES_zen5_bookworm kvm_rule_on_unsafe_kernel"
+CASES_zen5_trixie="$CASES_zen5_trixie auto_with_kvm_amd_counts_host_bus_locks_once"
 # With --module on zen5 vmtest leaves amd_sld loaded for the reboot on these kernels as on
 # the test kernel, and looks for 'DEBUGCTL restored' on the console.
 

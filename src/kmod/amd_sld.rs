@@ -15,9 +15,8 @@ use core::fmt::Write;
 use kernel::error::code;
 use kernel::prelude::*;
 
-use crate::capability::{Refusal, Requested};
+use crate::capability::{InEffect, Refusal, Requested};
 use crate::ffi::{pr_err, pr_info, pr_warn};
-use crate::record::Source;
 
 // Pure decision logic, shared verbatim with the host crate `amd-sld-logic` (src/logic).
 #[path = "../logic/src/capability.rs"]
@@ -107,8 +106,12 @@ impl kernel::Module for AmdSld {
         let source = decision.source;
         if control::requested() == Requested::Auto {
             match source {
-                Source::Bld => pr_info!("source=auto: Bus Lock Detect: {}\n", decision.why),
-                Source::Pmu => {
+                InEffect::Bld => pr_info!("source=auto: Bus Lock Detect: {}\n", decision.why),
+                InEffect::BldAndGuestPmu => pr_info!(
+                    "source=auto: Bus Lock Detect for the host, PMU for KVM guests: {}\n",
+                    decision.why
+                ),
+                InEffect::Pmu => {
                     pr_info!("source=auto: pmu, not Bus Lock Detect: {}\n", decision.why)
                 }
             }
@@ -124,7 +127,7 @@ impl kernel::Module for AmdSld {
             Some(ffi::DebugTrapHook::register::<Trap>()?)
         };
         let hotplug = ffi::CpuHotplug::register::<Arming>(c"amd_sld:online").map_err(|error| {
-            if source == Source::Pmu {
+            if source == InEffect::Pmu {
                 refuse(Refusal::PmuUnavailable {
                     errno: error.to_errno(),
                     why: decision.why,
@@ -138,7 +141,7 @@ impl kernel::Module for AmdSld {
         pr_info!(
             "loaded: split_lock_detect={}, source={}, bus-lock detection armed on CPUs {}\n",
             control::policy(),
-            source.as_str(),
+            control::source(),
             CpuList(arming::armed_cpus)
         );
         Ok(AmdSld {
@@ -182,10 +185,10 @@ static FILES: [ffi::StatFile; 13] = [
     ffi::StatFile::new(c"events", 0o400, report::show_events),
     ffi::StatFile::new(c"top", 0o400, report::show_top),
     ffi::StatFile::new(c"guest_bus_locks", 0o444, |out| {
-        stats::GUEST_BUS_LOCKS.show(out)
+        writeln!(out, "{}", arming::guest_bus_locks())
     }),
     ffi::StatFile::new(c"source", 0o444, |out| {
-        writeln!(out, "{}", control::source().as_str())
+        writeln!(out, "{}", control::source())
     }),
     ffi::StatFile::new(c"uncounted_cpus", 0o444, arming::show_uncounted_cpus),
     ffi::StatFile::new(
@@ -293,8 +296,9 @@ impl ffi::ModuleHandler for KvmWatch {
 /// What disarming did, for the log.
 fn released() -> &'static str {
     match control::source() {
-        Source::Bld => "DEBUGCTL restored",
-        Source::Pmu => "PMU counters released",
+        InEffect::Bld => "DEBUGCTL restored",
+        InEffect::Pmu => "PMU counters released",
+        InEffect::BldAndGuestPmu => "guest PMU counters released, DEBUGCTL restored",
     }
 }
 

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Arming the detector of the source in effect on every online CPU, following CPU hotplug:
-//! Bus Lock Detect (DEBUGCTL bit 2, put back as it was found), or a PMU counter (released,
-//! its count folded into `bus_locks`).
+//! Arming the detectors in effect on every online CPU, following CPU hotplug: Bus Lock
+//! Detect (DEBUGCTL bit 2, put back as it was found), PMU counters (released, their count
+//! folded into `bus_locks`), or both: the trap and counters of guest mode only
+//! (`bld+pmu(guest)`).
 //!
 //! Arming and disarming happen in three places, never two at once on one CPU: the CPU
 //! hotplug callbacks of a CPU coming or going (the hotplug lock held for writing); the same
@@ -15,13 +16,12 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use crate::capability::Refusal;
+use crate::capability::{self, GuestCounterFallback, Refusal};
 use crate::control::{self, Phase};
 use crate::ffi::{self, CountersLocked, Counting, CpusReadLocked};
 use crate::ffi::{pr_err, pr_warn};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
-use crate::record::Source;
 use crate::sample;
 use crate::stats;
 use crate::x86::DEBUGCTL_BUS_LOCK_DETECT;
@@ -33,6 +33,10 @@ const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;
 struct CpuSlot {
     /// We set DEBUGCTL[2], or started a PMU counter, on this CPU and have not undone it yet.
     armed: AtomicBool,
+    /// The trap is armed here (by us, or found armed): disarming restores DEBUGCTL.
+    trap: AtomicBool,
+    /// PMU counters run here: disarming releases them and folds their count.
+    counters: AtomicBool,
     /// DEBUGCTL[2] was already set when we first armed this CPU: leave it set.
     found_armed: AtomicBool,
     /// The last disarm of this CPU put the bit back as found, and read it back so, or
@@ -40,7 +44,8 @@ struct CpuSlot {
     restored: AtomicBool,
     /// Its pinned PMU tally was once found not counting (see `tally_incomplete`).
     uncounted: AtomicBool,
-    /// Its PMU counters were once started counting host mode only (see `guest_uncounted`).
+    /// Its PMU counters were once started counting host mode only, or its guest-only
+    /// counters could not start (see `guest_uncounted`).
     guest_uncounted: AtomicBool,
 }
 
@@ -48,6 +53,8 @@ impl CpuSlot {
     const fn new() -> Self {
         CpuSlot {
             armed: AtomicBool::new(false),
+            trap: AtomicBool::new(false),
+            counters: AtomicBool::new(false),
             found_armed: AtomicBool::new(false),
             restored: AtomicBool::new(false),
             uncounted: AtomicBool::new(false),
@@ -62,19 +69,84 @@ fn slot(cpu: u32) -> Option<&'static CpuSlot> {
     SLOTS.get(usize::try_from(cpu).ok()?)
 }
 
-fn arm(cpu: u32) -> Result {
+/// Arms the detectors in effect on `cpu`: the trap, PMU counters, or both (the trap, and
+/// counters of guest mode only). `lone`: the CPU is coming online by itself while running,
+/// so a guest-only counter that cannot start leaves only this CPU's guests uncounted
+/// (`capability::guest_counter_fallback`).
+fn arm(cpu: u32, lone: bool) -> Result {
     let slot = slot(cpu).ok_or(code::EINVAL)?;
-    if control::source() == Source::Pmu {
-        let locked = CountersLocked::lock();
-        if ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec(), &locked)?
-            == Counting::HostOnly
-        {
-            guest_uncounted(cpu, slot);
-        }
-        slot.restored.store(false, Ordering::Relaxed);
-        slot.armed.store(true, Ordering::Release);
-        return Ok(());
+    let source = control::source();
+    if source.traps() {
+        arm_trap(cpu, slot)?;
     }
+    if source.counts_with_pmu() {
+        let guest_only = source.guest_only_counters();
+        match start_counters(cpu, slot, guest_only) {
+            Ok(()) => {}
+            // The PMU alone: nothing else is armed here.
+            Err(error) if !guest_only => return Err(error),
+            Err(error) => match capability::guest_counter_fallback(error.to_errno(), lone) {
+                GuestCounterFallback::ThisCpuUncounted => {
+                    guest_uncounted(cpu, slot, Some(error.to_errno()))
+                }
+                GuestCounterFallback::TrapAlone => fall_back_to_trap_alone(error),
+            },
+        }
+    }
+    slot.restored.store(false, Ordering::Relaxed);
+    slot.armed.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn start_counters(cpu: u32, slot: &CpuSlot, guest_only: bool) -> Result {
+    let locked = CountersLocked::lock();
+    control::set_guest_only_counters(cpu, guest_only);
+    let counting =
+        ffi::start_counter::<sample::Pmu>(cpu, &hw::pmu_counter_spec(), guest_only, &locked)?;
+    if counting == Counting::HostOnly {
+        guest_uncounted(cpu, slot, None);
+    }
+    slot.counters.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Releases `cpu`'s counters, folding their count into `bus_locks` (and, for guest-only
+/// counters, `guest_bus_locks`) under the counters' mutex: a reader sees the count live or
+/// folded, once.
+fn stop_counters(cpu: u32, slot: &CpuSlot) {
+    let locked = CountersLocked::lock();
+    if let Some(read) = ffi::stop_counter(cpu, &locked) {
+        stats::BUS_LOCKS.add(read.count);
+        if control::guest_only_counters(cpu) {
+            stats::GUEST_BUS_LOCKS.add(read.count);
+        }
+        if !read.complete {
+            tally_incomplete(cpu);
+        }
+    }
+    slot.counters.store(false, Ordering::Release);
+}
+
+/// `bld+pmu(guest)` whose guest-only counters cannot start on every CPU (no core PMU, the
+/// counters taken): every guest-only counter started so far is released and the trap runs
+/// alone, saying so in one line. Called with the CPU hotplug lock held, by the load's
+/// arming of every CPU or under the parameter lock.
+fn fall_back_to_trap_alone(error: kernel::error::Error) {
+    for cpu in 0..ffi::nr_cpu_ids() {
+        if let Some(slot) = slot(cpu) {
+            if slot.counters.load(Ordering::Acquire) {
+                stop_counters(cpu, slot);
+            }
+        }
+    }
+    control::set_source(control::source().without_guest_pmu());
+    pr_warn!(
+        "the PMU cannot count ls_locks.bus_lock in guest mode here (error {}): Bus Lock Detect alone, bus locks in KVM guests are not covered\n",
+        error.to_errno()
+    );
+}
+
+fn arm_trap(cpu: u32, slot: &CpuSlot) -> Result {
     // Ours from before the bit is set: the first trap may follow at once.
     control::set_trap_armed(cpu, true);
     let update =
@@ -101,8 +173,7 @@ fn arm(cpu: u32) -> Result {
         return Err(code::EIO);
     }
     slot.found_armed.store(found_armed, Ordering::Relaxed);
-    slot.restored.store(false, Ordering::Relaxed);
-    slot.armed.store(true, Ordering::Release);
+    slot.trap.store(true, Ordering::Release);
     Ok(())
 }
 
@@ -111,19 +182,10 @@ fn disarm(cpu: u32) {
     if !slot.armed.swap(false, Ordering::AcqRel) {
         return;
     }
-    if control::source() == Source::Pmu {
-        // Folded under the counters' mutex: a reader sees the count live or folded, once.
-        let locked = CountersLocked::lock();
-        if let Some(read) = ffi::stop_counter(cpu, &locked) {
-            stats::BUS_LOCKS.add(read.count);
-            if !read.complete {
-                tally_incomplete(cpu);
-            }
-        }
-        slot.restored.store(true, Ordering::Relaxed);
-        return;
+    if slot.counters.load(Ordering::Acquire) {
+        stop_counters(cpu, slot);
     }
-    if slot.found_armed.load(Ordering::Relaxed) {
+    if !slot.trap.swap(false, Ordering::AcqRel) || slot.found_armed.load(Ordering::Relaxed) {
         slot.restored.store(true, Ordering::Relaxed);
         return;
     }
@@ -149,7 +211,7 @@ pub(crate) fn on_cpu_online(cpu: u32) -> Result {
     if !control::policy().arms_detection() || control::phase() == Phase::Stopping {
         return Ok(());
     }
-    match arm(cpu) {
+    match arm(cpu, control::phase() == Phase::Running) {
         Ok(()) => Ok(()),
         Err(error) if control::phase() == Phase::Loading => Err(error),
         Err(error) => {
@@ -172,7 +234,7 @@ pub(crate) fn on_cpu_offline(cpu: u32) {
 /// Arms every online CPU, or none: on failure, the CPUs armed by this call are disarmed.
 pub(crate) fn arm_online(cpus: &CpusReadLocked) -> Result {
     for cpu in cpus.online() {
-        if let Err(error) = arm(cpu) {
+        if let Err(error) = arm(cpu, false) {
             cpus.online()
                 .take_while(|&done| done != cpu)
                 .for_each(disarm);
@@ -224,22 +286,32 @@ fn tally_incomplete(cpu: u32) {
 /// Whether the line of [`guest_uncounted`] was logged in this load.
 static GUEST_UNCOUNTED_LOGGED: AtomicBool = AtomicBool::new(false);
 
-/// Notes that `cpu`'s counters count host mode only: perf refused counters that count guest
-/// mode, as it does on 7.0+ while VMs with a mediated vPMU exist (their guests own the PMU
-/// while they run; `perf_create_mediated_pmu()` in turn refuses those VMs while counters
-/// counting guest mode exist). Guest-mode bus locks go uncounted on that CPU until it is
-/// armed again. Logged once per load; shown by `guest_uncounted_cpus`.
-fn guest_uncounted(cpu: u32, slot: &CpuSlot) {
+/// Notes that guest-mode bus locks go uncounted on `cpu` until it is armed again, and why:
+/// perf refused counters that count guest mode, as it does on 7.0+ while VMs with a mediated
+/// vPMU exist (their guests own the PMU while they run; `perf_create_mediated_pmu()` in turn
+/// refuses those VMs while counters counting guest mode exist), and the PMU source counts
+/// host mode only there; or a guest-only counter beside the trap could not start on a CPU
+/// coming online (`guest_only_failed`, perf's error). Logged once per load; shown by
+/// `guest_uncounted_cpus`.
+fn guest_uncounted(cpu: u32, slot: &CpuSlot, guest_only_failed: Option<i32>) {
     slot.guest_uncounted.store(true, Ordering::Relaxed);
-    if !GUEST_UNCOUNTED_LOGGED.swap(true, Ordering::Relaxed) {
-        pr_warn!(
+    if GUEST_UNCOUNTED_LOGGED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    match guest_only_failed {
+        None => pr_warn!(
             "CPU {}: perf refuses counters of guest mode (EOPNOTSUPP: VMs with a mediated vPMU exist): counting host mode only, guest-mode bus locks uncounted (guest_uncounted_cpus)\n",
             cpu
-        );
+        ),
+        Some(errno) => pr_warn!(
+            "CPU {}: the guest-only PMU counters cannot start (error {}): Bus Lock Detect armed, guest-mode bus locks uncounted (guest_uncounted_cpus)\n",
+            cpu,
+            errno
+        ),
     }
 }
 
-/// Writes the CPUs whose counters were once started counting host mode only, as a cpulist,
+/// Writes the CPUs where guest mode once went uncounted, as a cpulist,
 /// and a newline: the `guest_uncounted_cpus` file.
 pub(crate) fn show_guest_uncounted_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
     crate::cpulist::write(
@@ -263,23 +335,36 @@ pub(crate) fn show_uncounted_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
 /// others get the total as last read (docs/ABI/sysfs-kernel-amd_sld).
 const UNPRIVILEGED_REFRESH_MS: u64 = 1000;
 
-/// The total as last read from the live counters, and when (ms of `CLOCK_MONOTONIC`).
+/// The totals as last read from the live counters (`bus_locks`, `guest_bus_locks`), and
+/// when (ms of `CLOCK_MONOTONIC`).
 static FOLDED: AtomicU64 = AtomicU64::new(0);
+static GUEST_FOLDED: AtomicU64 = AtomicU64::new(0);
 static FOLDED_AT_MS: AtomicU64 = AtomicU64::new(0);
 
-/// Bus locks counted so far: the traps, or the released counters' counts plus the live
-/// counters'. Process context; may sleep. The live counters are read (an IPI to each CPU)
-/// for a reader with `CAP_SYS_ADMIN`, exact; for others at most once per
+/// Bus locks counted so far: the traps, plus the released counters' counts, plus the live
+/// counters'. Process context; may sleep. See [`totals`].
+pub(crate) fn bus_locks() -> u64 {
+    totals().0
+}
+
+/// Bus locks in guest mode so far: with the PMU alone the sum of its guest samples'
+/// counts; with `bld+pmu(guest)` the guest-only counters' exact counts. See [`totals`].
+pub(crate) fn guest_bus_locks() -> u64 {
+    totals().1
+}
+
+/// `bus_locks` and `guest_bus_locks`. The live counters are read (an IPI to each CPU) for a
+/// reader with `CAP_SYS_ADMIN`, exact; for others at most once per
 /// [`UNPRIVILEGED_REFRESH_MS`] system-wide, and never waiting: meanwhile they get the last
-/// total read. No parameter lock and no CPU hotplug lock: the counters' mutex alone keeps
+/// totals read. No parameter lock and no CPU hotplug lock: the counters' mutex alone keeps
 /// the counters alive while they are read, so a reader can neither stall a failing load
 /// (which removes these files with the parameter lock held) nor read a counter that the
 /// unload is releasing.
-pub(crate) fn bus_locks() -> u64 {
-    // With the trap, every count is in BUS_LOCKS; a switch to the trap stops the counters
-    // (folding their counts) before the source says so.
-    if control::source() == Source::Bld {
-        return stats::BUS_LOCKS.get();
+fn totals() -> (u64, u64) {
+    // With the trap alone, every count is in the folded counters; a switch to the trap
+    // stops the counters (folding their counts) before the source says so.
+    if !control::source().counts_with_pmu() {
+        return (stats::BUS_LOCKS.get(), stats::GUEST_BUS_LOCKS.get());
     }
     let now = ffi::now_ms();
     let locked = if ffi::current_is_admin() {
@@ -291,11 +376,28 @@ pub(crate) fn bus_locks() -> u64 {
     };
     match locked {
         Some(locked) => {
-            let total = stats::BUS_LOCKS.get() + ffi::read_counters(&locked, tally_incomplete);
+            let (mut live, mut live_guest) = (0, 0);
+            ffi::read_counters(&locked, |cpu, read| {
+                if !read.complete {
+                    tally_incomplete(cpu);
+                }
+                live += read.count;
+                if control::guest_only_counters(cpu) {
+                    live_guest += read.count;
+                }
+            });
+            let total = stats::BUS_LOCKS.get() + live;
+            let guest = stats::GUEST_BUS_LOCKS.get() + live_guest;
             FOLDED.fetch_max(total, Ordering::Relaxed);
+            GUEST_FOLDED.fetch_max(guest, Ordering::Relaxed);
             FOLDED_AT_MS.store(now, Ordering::Relaxed);
-            total
+            (total, guest)
         }
-        None => FOLDED.load(Ordering::Relaxed).max(stats::BUS_LOCKS.get()),
+        None => (
+            FOLDED.load(Ordering::Relaxed).max(stats::BUS_LOCKS.get()),
+            GUEST_FOLDED
+                .load(Ordering::Relaxed)
+                .max(stats::GUEST_BUS_LOCKS.get()),
+        ),
     }
 }

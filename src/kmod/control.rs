@@ -9,10 +9,9 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 
 use kernel::bindings;
 
-use crate::capability::{self, Requested};
+use crate::capability::{self, InEffect, Requested};
 use crate::policy::Policy;
 use crate::ratelimit::Pacer;
-use crate::record::Source;
 
 /// Where the module is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,8 +28,8 @@ pub(crate) enum Phase {
 static PHASE: AtomicU8 = AtomicU8::new(Phase::Loading as u8);
 static POLICY: AtomicU32 = AtomicU32::new(Policy::Warn.to_bits());
 static REQUESTED: AtomicU8 = AtomicU8::new(Requested::Auto.to_bits());
-/// The source in effect: `true` for the PMU.
-static SOURCE_IS_PMU: AtomicBool = AtomicBool::new(false);
+/// The detectors in effect, as [`InEffect::to_bits`].
+static SOURCE: AtomicU8 = AtomicU8::new(InEffect::Bld.to_bits());
 /// `split_lock_detect=` was given at insmod: it, not the boot option, is the policy.
 static POLICY_GIVEN: AtomicBool = AtomicBool::new(false);
 
@@ -38,6 +37,12 @@ static POLICY_GIVEN: AtomicBool = AtomicBool::new(false);
 /// Set before the bit, cleared after it: a bus-lock #DB on a CPU without it is someone
 /// else's (the kernel's own, on 6.13+), and the die notifier leaves it alone.
 static TRAP_ARMED: [AtomicBool; bindings::CONFIG_NR_CPUS as usize] =
+    [const { AtomicBool::new(false) }; bindings::CONFIG_NR_CPUS as usize];
+
+/// Per CPU: its PMU counters count guest mode only, beside the trap (`bld+pmu(guest)`):
+/// their counts are `guest_bus_locks` exactly, and their samples are not added to it again.
+/// Set before the counters start.
+static GUEST_ONLY_COUNTERS: [AtomicBool; bindings::CONFIG_NR_CPUS as usize] =
     [const { AtomicBool::new(false) }; bindings::CONFIG_NR_CPUS as usize];
 
 /// The system-wide budget of `ratelimit:N`, N bus locks per second, shared by both sources:
@@ -106,18 +111,30 @@ pub(crate) fn trap_armed(cpu: u32) -> bool {
         .is_some_and(|flag| flag.load(Ordering::Acquire))
 }
 
-/// The source in effect; readable from any context.
-pub(crate) fn source() -> Source {
-    if SOURCE_IS_PMU.load(Ordering::Acquire) {
-        Source::Pmu
-    } else {
-        Source::Bld
+/// Records whether `cpu`'s PMU counters count guest mode only (see [`GUEST_ONLY_COUNTERS`]).
+pub(crate) fn set_guest_only_counters(cpu: u32, guest_only: bool) {
+    if let Some(flag) = GUEST_ONLY_COUNTERS.get(cpu as usize) {
+        flag.store(guest_only, Ordering::Release);
     }
 }
 
-/// Puts `source` in effect. The caller holds the parameter lock.
-pub(crate) fn set_source(source: Source) {
-    SOURCE_IS_PMU.store(source == Source::Pmu, Ordering::Release);
+/// Whether `cpu`'s PMU counters count guest mode only; any context, the overflow NMI
+/// included.
+pub(crate) fn guest_only_counters(cpu: u32) -> bool {
+    GUEST_ONLY_COUNTERS
+        .get(cpu as usize)
+        .is_some_and(|flag| flag.load(Ordering::Acquire))
+}
+
+/// The detectors in effect; readable from any context.
+pub(crate) fn source() -> InEffect {
+    InEffect::from_bits(SOURCE.load(Ordering::Acquire)).unwrap_or(InEffect::Bld)
+}
+
+/// Puts `source` in effect. The caller holds the parameter lock (or, for the fall-back to
+/// the trap alone from a CPU coming online at load, is that load's hotplug callback).
+pub(crate) fn set_source(source: InEffect) {
+    SOURCE.store(source.to_bits(), Ordering::Release);
 }
 
 /// The source asked for with the parameter.

@@ -112,19 +112,26 @@ int amd_sld_sysfs_create_group(struct kobject *kobj, struct attribute **attrs)
  * CPL in guest mode too): every overflow is then a user-mode (or guest user-mode) bus lock
  * of the task running, never one of the kernel, of an interrupt or of a kernel thread
  * (docs/design.md, "The PMU source"). The tally counts every mode, for the exact total.
- * host_only: exclude_guest too, for when perf refuses counters that count guest mode
- * (7.0+, while VMs with a mediated vPMU exist: -EOPNOTSUPP).
+ * modes: AMD_SLD_MODES_ALL, host and guest; AMD_SLD_MODES_HOST, exclude_guest too, for
+ * when perf refuses counters that count guest mode (7.0+, while VMs with a mediated vPMU
+ * exist: -EOPNOTSUPP); AMD_SLD_MODES_GUEST, exclude_host (AMD's GuestOnly bit: guest mode
+ * only, and nothing at all while EFER.SVME is clear), beside amd_sld's trap, which has
+ * the host (source "bld+pmu(guest)").
  */
+#define AMD_SLD_MODES_ALL 0
+#define AMD_SLD_MODES_HOST 1
+#define AMD_SLD_MODES_GUEST 2
 struct perf_event *amd_sld_perf_counter_create(int cpu, u64 config, u64 sample_freq,
-						perf_overflow_handler_t handler, bool host_only);
+						perf_overflow_handler_t handler, int modes);
 struct perf_event *amd_sld_perf_counter_create(int cpu, u64 config, u64 sample_freq,
-						perf_overflow_handler_t handler, bool host_only)
+						perf_overflow_handler_t handler, int modes)
 {
 	struct perf_event_attr attr = {
 		.type = PERF_TYPE_RAW,
 		.size = sizeof(attr),
 		.config = config,
-		.exclude_guest = host_only,
+		.exclude_guest = modes == AMD_SLD_MODES_HOST,
+		.exclude_host = modes == AMD_SLD_MODES_GUEST,
 	};
 
 	if (handler) {

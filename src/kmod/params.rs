@@ -11,7 +11,7 @@ use kernel::alloc::{flags, KVec};
 use kernel::error::{code, Result};
 
 use crate::arming;
-use crate::capability::{self, Requested};
+use crate::capability::{self, InEffect, Requested};
 use crate::control::{self, Phase};
 use crate::escape::Escaped;
 use crate::ffi::{self, CpusReadLocked};
@@ -19,7 +19,6 @@ use crate::ffi::{pr_err, pr_info, pr_warn};
 use crate::fmtbuf::SliceWriter;
 use crate::hw;
 use crate::policy::Policy;
-use crate::record::Source;
 
 /// Parses and applies a write to the `split_lock_detect` parameter.
 ///
@@ -167,7 +166,11 @@ fn switch_source(requested: Requested) -> Result {
     let old = control::source();
     if new != old {
         switch_to(new, requested)?;
-        pr_info!("source: {} -> {}\n", old.as_str(), new.as_str());
+        // What is in effect: the guest-only counters may have given way to the trap alone.
+        let now = control::source();
+        if now != old {
+            pr_info!("source: {} -> {}\n", old, now);
+        }
     }
     control::set_requested(requested);
     Ok(())
@@ -176,7 +179,7 @@ fn switch_source(requested: Requested) -> Result {
 /// Puts `new` in effect (for the `requested` source, named in the log), armed on every
 /// online CPU if the policy detects: all or nothing, so if it cannot start, the old source
 /// is armed again and the error returned. The caller holds the parameter lock.
-fn switch_to(new: Source, requested: Requested) -> Result {
+fn switch_to(new: InEffect, requested: Requested) -> Result {
     let old = control::source();
     let cpus = CpusReadLocked::lock();
     let detecting = control::policy().arms_detection();
@@ -190,11 +193,11 @@ fn switch_to(new: Source, requested: Requested) -> Result {
                 "source={}: cannot start it ({:?}); keeping {}\n",
                 requested,
                 error,
-                old.as_str()
+                old
             );
             control::set_source(old);
             if arming::arm_online(&cpus).is_err() {
-                pr_err!("cannot re-arm {} either: detection is off\n", old.as_str());
+                pr_err!("cannot re-arm {} either: detection is off\n", old);
             }
             return Err(error);
         }
@@ -211,10 +214,11 @@ fn switch_to(new: Source, requested: Requested) -> Result {
 /// caller holds the parameter lock (not the other way round: `init` and unload register
 /// and unregister the module notifier without it).
 pub(crate) fn on_kvm_amd_coming() -> Result {
-    let trap_in_effect = control::source() == Source::Bld;
+    let old = control::source();
+    let trap_in_effect = old.traps();
     match control::phase() {
         Phase::Running if trap_in_effect && control::requested() == Requested::Auto => {
-            if let Err(error) = switch_to(Source::Pmu, Requested::Auto) {
+            if let Err(error) = switch_to(InEffect::Pmu, Requested::Auto) {
                 pr_err!(
                     "kvm_amd refused: {}, and the PMU cannot take over from Bus Lock Detect \
                      ({:?}); rmmod amd_sld before loading kvm_amd\n",
@@ -224,7 +228,8 @@ pub(crate) fn on_kvm_amd_coming() -> Result {
                 return Err(code::EBUSY);
             }
             pr_info!(
-                "source: bld -> pmu (source=auto): {}\n",
+                "source: {} -> pmu (source=auto): {}\n",
+                old,
                 capability::Why::KvmGuestsUnderTrap
             );
         }
@@ -262,12 +267,14 @@ pub(crate) fn on_kvm_amd_live() {
         return;
     }
     hw::set_kvm_amd_loaded(true);
-    if control::phase() != Phase::Running || control::source() != Source::Bld {
+    let old = control::source();
+    if control::phase() != Phase::Running || !old.traps() {
         return;
     }
-    match switch_to(Source::Pmu, control::requested()) {
+    match switch_to(InEffect::Pmu, control::requested()) {
         Ok(()) => pr_warn!(
-            "source: bld -> pmu (kvm_amd loaded while amd_sld was loading): {}\n",
+            "source: {} -> pmu (kvm_amd loaded while amd_sld was loading): {}\n",
+            old,
             capability::Why::KvmGuestsUnderTrap
         ),
         Err(error) => pr_err!(

@@ -83,7 +83,9 @@ fn on_sample(sample: &Sample) {
     if sample.count == 0 {
         return;
     }
-    if sample.guest {
+    // Beside the trap, the guest-only counters' exact tallies are `guest_bus_locks`
+    // (`crate::arming::guest_bus_locks`); with the PMU alone, the guest samples' counts.
+    if sample.guest && !control::guest_only_counters(ffi::this_cpu()) {
         stats::GUEST_BUS_LOCKS.add(sample.count);
     }
     // Read once: the action and the booking must follow the same policy, even across a

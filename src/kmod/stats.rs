@@ -39,7 +39,7 @@ impl Counter {
     }
 }
 
-/// Bus-lock traps seen, or with the PMU source the counts of released counters: see
+/// Bus-lock traps seen, plus the counts of released PMU counters: see
 /// `crate::arming::bus_locks` for the total.
 pub(crate) static BUS_LOCKS: Counter = Counter::new();
 /// Traps handled with a warning (policy `warn`, or `ratelimit` once under budget). The log
@@ -51,6 +51,8 @@ pub(crate) static KILLED: Counter = Counter::new();
 pub(crate) static THROTTLED: Counter = Counter::new();
 /// Milliseconds slept by throttled tasks, in total.
 pub(crate) static THROTTLED_MS: Counter = Counter::new();
-/// Bus locks the PMU source's samples attributed to guest mode: the sum of the guest samples'
-/// counts, sampled rather than exact (docs/ABI/sysfs-kernel-amd_sld).
+/// Bus locks in guest mode: with the PMU source, the sum of the guest samples' counts,
+/// sampled rather than exact; beside the trap (`bld+pmu(guest)`), the released guest-only
+/// counters' exact counts (the live ones are added by `crate::arming::guest_bus_locks`;
+/// docs/ABI/sysfs-kernel-amd_sld).
 pub(crate) static GUEST_BUS_LOCKS: Counter = Counter::new();

@@ -16,14 +16,14 @@ use super::{KernelOwned, MAX_CPUS};
 extern "C" {
     /// glue.c: a per-CPU `PERF_TYPE_RAW` counter of `config`, sampling user mode at
     /// `sample_freq` with overflows to `handler`, or pinned and counting every mode without
-    /// one; not in guest mode if `host_only`. C builds the `struct perf_event_attr`, whose
-    /// size grows with the kernel.
+    /// one; in the [`Modes`] given. C builds the `struct perf_event_attr`, whose size grows
+    /// with the kernel.
     fn amd_sld_perf_counter_create(
         cpu: c_int,
         config: u64,
         sample_freq: u64,
         handler: Option<OverflowHandler>,
-        host_only: bool,
+        modes: c_int,
     ) -> *mut bindings::perf_event;
     /// glue.c: `task_pt_regs(current)->ip`, the user IP of a user task in kernel mode.
     fn amd_sld_current_user_ip() -> u64;
@@ -170,21 +170,34 @@ fn tally_slot(cpu: u32) -> Option<&'static AtomicPtr<bindings::perf_event>> {
     TALLIES.get(usize::try_from(cpu).ok()?)
 }
 
+/// Which of host and guest mode a counter counts: glue.c's `AMD_SLD_MODES_*`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub(crate) enum Modes {
+    /// Host and guest mode.
+    All = 0,
+    /// Host mode only (`exclude_guest`).
+    Host = 1,
+    /// Guest mode only (`exclude_host`, AMD's GuestOnly bit), beside the trap.
+    Guest = 2,
+}
+
 /// A per-CPU kernel counter of the raw event `raw_config`: sampling user mode at
 /// `sample_freq` per second with overflows to `handler`, or, with no handler, counting
-/// every mode and pinned; not in guest mode if `host_only`.
+/// every mode and pinned; of host and guest mode as `modes` says.
 fn create(
     cpu: c_int,
     raw_config: u64,
     handler: Option<OverflowHandler>,
     sample_freq: u64,
-    host_only: bool,
+    modes: Modes,
 ) -> Result<*mut bindings::perf_event> {
     // SAFETY: a CPU number makes a per-CPU counter; the handler, if any, has the overflow
     // signature and lives as long as the module, which releases every counter before it
     // goes.
-    let event =
-        unsafe { amd_sld_perf_counter_create(cpu, raw_config, sample_freq, handler, host_only) };
+    let event = unsafe {
+        amd_sld_perf_counter_create(cpu, raw_config, sample_freq, handler, modes as c_int)
+    };
     from_err_ptr(event)
 }
 
@@ -200,6 +213,8 @@ pub(crate) enum Counting {
     /// Host mode only: perf refused counters that count guest mode (`-EOPNOTSUPP`: VMs with
     /// a mediated vPMU exist, whose guests own the PMU while they run).
     HostOnly,
+    /// Guest mode only, as asked for.
+    GuestOnly,
 }
 
 fn release(event: *mut bindings::perf_event) {
@@ -216,9 +231,14 @@ fn release(event: *mut bindings::perf_event) {
 /// hotplug core, or [`super::CpusReadLocked`]) and the parameter lock or is the hotplug
 /// core, so no two callers start or stop the same CPU's counters at once; and the counters'
 /// mutex, so that readers see both or neither.
+///
+/// With `guest_only`, both count guest mode only (beside the trap, which has the host);
+/// perf's refusal of guest mode is then the error, `-EOPNOTSUPP`: there is no host-only
+/// fallback, which would count the trap's bus locks twice.
 pub(crate) fn start_counter<H: PmuHandler>(
     cpu: u32,
     spec: &CounterSpec,
+    guest_only: bool,
     _locked: &CountersLocked,
 ) -> Result<Counting> {
     let einval = kernel::error::code::EINVAL;
@@ -231,12 +251,19 @@ pub(crate) fn start_counter<H: PmuHandler>(
         last.store(0, Ordering::Relaxed);
     }
     let cpu = c_int::try_from(cpu).map_err(|_| einval)?;
-    let (tally, modes) = match create(cpu, spec.raw_config, None, 0, false) {
-        Err(error) if error.to_errno() == -EOPNOTSUPP => (
-            create(cpu, spec.raw_config, None, 0, true)?,
-            Counting::HostOnly,
-        ),
-        other => (other?, Counting::HostAndGuest),
+    let (tally, modes) = if guest_only {
+        (
+            create(cpu, spec.raw_config, None, 0, Modes::Guest)?,
+            Counting::GuestOnly,
+        )
+    } else {
+        match create(cpu, spec.raw_config, None, 0, Modes::All) {
+            Err(error) if error.to_errno() == -EOPNOTSUPP => (
+                create(cpu, spec.raw_config, None, 0, Modes::Host)?,
+                Counting::HostOnly,
+            ),
+            other => (other?, Counting::HostAndGuest),
+        }
     };
     // A pinned event that finds no free counter is put in error state at once (perf
     // installs it on its CPU before returning) and would count nothing, for good.
@@ -251,7 +278,11 @@ pub(crate) fn start_counter<H: PmuHandler>(
         spec.raw_config,
         Some(on_overflow::<H>),
         spec.sample_freq,
-        modes == Counting::HostOnly,
+        match modes {
+            Counting::HostAndGuest => Modes::All,
+            Counting::HostOnly => Modes::Host,
+            Counting::GuestOnly => Modes::Guest,
+        },
     )
     .inspect_err(|_| release(tally))?;
     tally_slot.store(tally, Ordering::Release);
@@ -303,25 +334,19 @@ fn read(event: *mut bindings::perf_event) -> TallyRead {
     }
 }
 
-/// The sum of the live counters' exact counts: an IPI to each CPU with a counter, which may
+/// Reads the live counters' exact counts: an IPI to each CPU with a counter, which may
 /// sleep. The counters' mutex keeps every counter from being released meanwhile (CPU
 /// hotplug and unload release them under it, with only the CPU hotplug lock held for
 /// reading by `__cpuhp_remove_state()`).
-/// `incomplete` is called with each CPU whose tally did not count all the time.
-pub(crate) fn read_counters(_locked: &CountersLocked, mut incomplete: impl FnMut(u32)) -> u64 {
-    let mut total = 0;
+/// `each` is called with each CPU that has a counter and the read of its tally.
+pub(crate) fn read_counters(_locked: &CountersLocked, mut each: impl FnMut(u32, TallyRead)) {
     for (cpu, slot) in (0u32..).zip(TALLIES.iter()) {
         let event = slot.load(Ordering::Acquire);
         if event.is_null() {
             continue;
         }
-        let read = read(event);
-        if !read.complete {
-            incomplete(cpu);
-        }
-        total += read.count;
+        each(cpu, read(event));
     }
-    total
 }
 
 /// # Safety

@@ -2,7 +2,115 @@
 
 use core::fmt;
 
-use crate::record::Source;
+/// The detectors in effect, as `/sys/kernel/amd_sld/source` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InEffect {
+    /// The Bus Lock Detect trap alone: `bld`.
+    Bld,
+    /// PMU counters of every mode, host and guest: `pmu`.
+    Pmu,
+    /// The trap for the host's tasks and, beside it on every CPU, PMU counters of guest mode
+    /// only (`perf_event_attr.exclude_host`, AMD's GuestOnly bit), so that each bus lock is
+    /// counted by exactly one of them: `bld+pmu(guest)`.
+    BldAndGuestPmu,
+}
+
+impl InEffect {
+    /// The word of the `source` file and of the log.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InEffect::Bld => "bld",
+            InEffect::Pmu => "pmu",
+            InEffect::BldAndGuestPmu => "bld+pmu(guest)",
+        }
+    }
+
+    /// Parses [`InEffect::as_str`]; one trailing newline is ignored, as sysfs has it.
+    pub fn parse(input: &str) -> Option<InEffect> {
+        match input.strip_suffix('\n').unwrap_or(input) {
+            "bld" => Some(InEffect::Bld),
+            "pmu" => Some(InEffect::Pmu),
+            "bld+pmu(guest)" => Some(InEffect::BldAndGuestPmu),
+            _ => None,
+        }
+    }
+
+    /// Whether the trap is armed for host tasks.
+    pub const fn traps(self) -> bool {
+        matches!(self, InEffect::Bld | InEffect::BldAndGuestPmu)
+    }
+
+    /// Whether PMU counters run, and so count into `bus_locks`.
+    pub const fn counts_with_pmu(self) -> bool {
+        matches!(self, InEffect::Pmu | InEffect::BldAndGuestPmu)
+    }
+
+    /// Whether the PMU counters count guest mode only (the trap has the host).
+    pub const fn guest_only_counters(self) -> bool {
+        matches!(self, InEffect::BldAndGuestPmu)
+    }
+
+    /// What remains when the guest-only counters cannot start: the trap alone.
+    pub const fn without_guest_pmu(self) -> InEffect {
+        match self {
+            InEffect::BldAndGuestPmu => InEffect::Bld,
+            other => other,
+        }
+    }
+
+    /// Packs the value into a byte for an atomic.
+    pub const fn to_bits(self) -> u8 {
+        match self {
+            InEffect::Bld => 0,
+            InEffect::Pmu => 1,
+            InEffect::BldAndGuestPmu => 2,
+        }
+    }
+
+    /// Unpacks [`InEffect::to_bits`]; `None` for a byte it never produces.
+    pub const fn from_bits(bits: u8) -> Option<InEffect> {
+        match bits {
+            0 => Some(InEffect::Bld),
+            1 => Some(InEffect::Pmu),
+            2 => Some(InEffect::BldAndGuestPmu),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for InEffect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `EOPNOTSUPP`: perf's answer to a counter of guest mode while VMs with a mediated vPMU
+/// exist (Linux 7.0+).
+pub const EOPNOTSUPP: i32 = 95;
+
+/// What to do when a CPU's guest-only counter cannot start beside the trap
+/// ([`InEffect::BldAndGuestPmu`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GuestCounterFallback {
+    /// Keep the trap and the other CPUs' counters; this CPU's guest mode goes uncounted
+    /// (`guest_uncounted_cpus`).
+    ThisCpuUncounted,
+    /// Release every guest-only counter and run the trap alone: guests are not covered.
+    TrapAlone,
+}
+
+/// Decides [`GuestCounterFallback`] from perf's error (a negative errno) and whether the
+/// CPU is coming online by itself while running (a hotplug), as opposed to every CPU being
+/// armed (load, a source or policy change). A mediated vPMU's refusal is per CPU and of the
+/// moment; a lone CPU coming online must not take the others' counters down; otherwise the
+/// PMU is not there for amd_sld (no core PMU, counters taken) and the trap goes alone.
+pub const fn guest_counter_fallback(errno: i32, lone_cpu_online: bool) -> GuestCounterFallback {
+    if errno == -EOPNOTSUPP || lone_cpu_online {
+        GuestCounterFallback::ThisCpuUncounted
+    } else {
+        GuestCounterFallback::TrapAlone
+    }
+}
 
 /// What the module learns about the machine before it touches any MSR.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,8 +142,8 @@ impl Facts {
 /// The detector asked for with the `source` parameter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Requested {
-    /// The Bus Lock Detect trap where the CPU has it (and the kernel leaves it to us), else
-    /// the PMU.
+    /// The Bus Lock Detect trap where the CPU has it (and the kernel leaves it to us), with
+    /// guest-only PMU counters beside it for KVM guests; else the PMU.
     #[default]
     Auto,
     /// The trap only.
@@ -212,8 +320,8 @@ impl fmt::Display for Why {
 /// The source [`decide`] chose, and why.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// The source to run.
-    pub source: Source,
+    /// The detectors to run.
+    pub source: InEffect,
     /// Why that one.
     pub why: Why,
 }
@@ -229,16 +337,19 @@ pub fn decide(facts: &Facts, requested: Requested) -> Result<Decision, Refusal> 
         Requested::Bld if facts.kernel_arms_amd_bus_lock => Err(Refusal::KernelHandlesIt),
         Requested::Bld if !facts.bus_lock_detect => Err(Refusal::NoBusLockDetect),
         Requested::Bld if facts.guests_would_run_under_trap() => Err(Refusal::KvmGuestsUnderTrap),
-        Requested::Bld => decision(Source::Bld, Why::Requested),
-        Requested::Pmu => decision(Source::Pmu, Why::Requested),
+        Requested::Bld => decision(InEffect::Bld, Why::Requested),
+        Requested::Pmu => decision(InEffect::Pmu, Why::Requested),
         Requested::Auto if facts.kernel_arms_amd_bus_lock => {
-            decision(Source::Pmu, Why::KernelArmsTrap)
+            decision(InEffect::Pmu, Why::KernelArmsTrap)
         }
-        Requested::Auto if !facts.bus_lock_detect => decision(Source::Pmu, Why::NoTrap),
+        Requested::Auto if !facts.bus_lock_detect => decision(InEffect::Pmu, Why::NoTrap),
         Requested::Auto if facts.guests_would_run_under_trap() => {
-            decision(Source::Pmu, Why::KvmGuestsUnderTrap)
+            decision(InEffect::Pmu, Why::KvmGuestsUnderTrap)
         }
-        Requested::Auto => decision(Source::Bld, Why::TrapAvailable),
+        // The trap cannot see guest mode (KVM swaps DEBUGCTL around VMRUN, or, on a kernel
+        // whose KVM does not, kvm_amd is not loaded and no guest runs), and a guest-only
+        // counter cannot see host mode: both at once count every bus lock once.
+        Requested::Auto => decision(InEffect::BldAndGuestPmu, Why::TrapAvailable),
     }
 }
 
@@ -274,7 +385,7 @@ mod tests {
         ..ZEN5_ON_61
     };
 
-    fn source(facts: &Facts, requested: Requested) -> Result<Source, Refusal> {
+    fn source(facts: &Facts, requested: Requested) -> Result<InEffect, Refusal> {
         decide(facts, requested).map(|decision| decision.source)
     }
 
@@ -283,21 +394,21 @@ mod tests {
         assert_eq!(
             decide(&ZEN5_ON_612, Requested::Auto),
             Ok(Decision {
-                source: Source::Bld,
+                source: InEffect::BldAndGuestPmu,
                 why: Why::TrapAvailable
             })
         );
         assert_eq!(
             decide(&ZEN4_ON_612, Requested::Auto),
             Ok(Decision {
-                source: Source::Pmu,
+                source: InEffect::Pmu,
                 why: Why::NoTrap
             })
         );
         assert_eq!(
             decide(&ZEN5_ON_613, Requested::Auto),
             Ok(Decision {
-                source: Source::Pmu,
+                source: InEffect::Pmu,
                 why: Why::KernelArmsTrap
             })
         );
@@ -308,11 +419,11 @@ mod tests {
         assert_eq!(
             decide(&ZEN5_ON_612, Requested::Pmu),
             Ok(Decision {
-                source: Source::Pmu,
+                source: InEffect::Pmu,
                 why: Why::Requested
             })
         );
-        assert_eq!(source(&ZEN5_ON_612, Requested::Bld), Ok(Source::Bld));
+        assert_eq!(source(&ZEN5_ON_612, Requested::Bld), Ok(InEffect::Bld));
         assert_eq!(
             source(&ZEN4_ON_612, Requested::Bld),
             Err(Refusal::NoBusLockDetect)
@@ -340,13 +451,16 @@ mod tests {
     #[test]
     fn kvm_on_an_unsafe_kernel_keeps_the_trap_away_from_guests() {
         // No kvm_amd: the trap, as on a fixed kernel.
-        assert_eq!(source(&ZEN5_ON_61, Requested::Auto), Ok(Source::Bld));
-        assert_eq!(source(&ZEN5_ON_61, Requested::Bld), Ok(Source::Bld));
+        assert_eq!(
+            source(&ZEN5_ON_61, Requested::Auto),
+            Ok(InEffect::BldAndGuestPmu)
+        );
+        assert_eq!(source(&ZEN5_ON_61, Requested::Bld), Ok(InEffect::Bld));
         // kvm_amd loaded: auto takes the PMU and says why; bld is refused.
         assert_eq!(
             decide(&ZEN5_ON_61_WITH_KVM, Requested::Auto),
             Ok(Decision {
-                source: Source::Pmu,
+                source: InEffect::Pmu,
                 why: Why::KvmGuestsUnderTrap
             })
         );
@@ -356,7 +470,7 @@ mod tests {
         );
         assert_eq!(
             source(&ZEN5_ON_61_WITH_KVM, Requested::Pmu),
-            Ok(Source::Pmu)
+            Ok(InEffect::Pmu)
         );
         // A fixed kernel with kvm_amd loaded: the trap, guests do not see it.
         let safe_with_kvm = Facts {
@@ -364,8 +478,11 @@ mod tests {
             ..ZEN5_ON_612
         };
         assert!(!safe_with_kvm.guests_would_run_under_trap());
-        assert_eq!(source(&safe_with_kvm, Requested::Auto), Ok(Source::Bld));
-        assert_eq!(source(&safe_with_kvm, Requested::Bld), Ok(Source::Bld));
+        assert_eq!(
+            source(&safe_with_kvm, Requested::Auto),
+            Ok(InEffect::BldAndGuestPmu)
+        );
+        assert_eq!(source(&safe_with_kvm, Requested::Bld), Ok(InEffect::Bld));
         // The more fundamental refusals come first.
         let zen4_with_kvm = Facts {
             bus_lock_detect: false,
@@ -402,9 +519,9 @@ mod tests {
                     continue;
                 }
                 match (requested, got) {
-                    (Requested::Pmu, Ok(d)) => assert_eq!(d.source, Source::Pmu),
+                    (Requested::Pmu, Ok(d)) => assert_eq!(d.source, InEffect::Pmu),
                     (Requested::Bld, Ok(d)) => {
-                        assert!(trap_ours && !unsafe_kvm && d.source == Source::Bld)
+                        assert!(trap_ours && !unsafe_kvm && d.source == InEffect::Bld)
                     }
                     (Requested::Bld, Err(Refusal::KvmGuestsUnderTrap)) => {
                         assert!(trap_ours && unsafe_kvm)
@@ -417,7 +534,10 @@ mod tests {
                     }
                     (Requested::Auto, Ok(d)) => {
                         // The trap exactly where it is ours and no guest would run under it.
-                        assert_eq!(d.source == Source::Bld, trap_ours && !unsafe_kvm);
+                        assert_eq!(
+                            d.source == InEffect::BldAndGuestPmu,
+                            trap_ours && !unsafe_kvm
+                        );
                         assert_eq!(
                             d.why == Why::KvmGuestsUnderTrap,
                             trap_ours && unsafe_kvm,
@@ -487,6 +607,68 @@ mod tests {
             assert_eq!(Requested::from_bits(requested.to_bits()), Some(requested));
         }
         assert_eq!(Requested::from_bits(3), None);
+    }
+
+    #[test]
+    fn in_effect_names_which_detector_sees_what() {
+        for (value, word, traps, counts, guest_only) in [
+            (InEffect::Bld, "bld", true, false, false),
+            (InEffect::Pmu, "pmu", false, true, false),
+            (InEffect::BldAndGuestPmu, "bld+pmu(guest)", true, true, true),
+        ] {
+            assert_eq!(value.as_str(), word);
+            assert_eq!(value.to_string(), word);
+            assert_eq!(InEffect::parse(word), Some(value));
+            assert_eq!(InEffect::parse(&std::format!("{word}\n")), Some(value));
+            assert_eq!(InEffect::from_bits(value.to_bits()), Some(value));
+            assert_eq!(value.traps(), traps);
+            assert_eq!(value.counts_with_pmu(), counts);
+            assert_eq!(value.guest_only_counters(), guest_only);
+            // Never the guest-only counters without the trap that has the host.
+            assert!(!value.guest_only_counters() || value.traps());
+        }
+        assert_eq!(InEffect::BldAndGuestPmu.without_guest_pmu(), InEffect::Bld);
+        assert_eq!(InEffect::Pmu.without_guest_pmu(), InEffect::Pmu);
+        assert_eq!(InEffect::Bld.without_guest_pmu(), InEffect::Bld);
+        assert_eq!(InEffect::from_bits(3), None);
+        for bad in ["", "bld+pmu", "BLD", "pmu(guest)", "bld+pmu(guest)\n\n"] {
+            assert_eq!(InEffect::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn auto_never_counts_a_bus_lock_twice() {
+        // Wherever auto arms the trap, any counter beside it counts guest mode only; where it
+        // counts every mode, the trap is not armed.
+        for bits in 0u32..32 {
+            let facts = Facts {
+                amd: true,
+                bus_lock_detect: bits & 2 != 0,
+                kernel_arms_amd_bus_lock: bits & 4 != 0,
+                kvm_keeps_host_debugctl_out_of_guests: bits & 8 != 0,
+                kvm_amd_loaded: bits & 16 != 0,
+            };
+            let d = decide(&facts, Requested::Auto).unwrap();
+            assert!(
+                !(d.source.traps() && d.source.counts_with_pmu()) || d.source.guest_only_counters()
+            );
+            // The PMU is never left out of auto where the trap is not taken.
+            assert!(d.source.counts_with_pmu(), "{facts:?}");
+        }
+    }
+
+    #[test]
+    fn a_guest_counter_that_cannot_start() {
+        use GuestCounterFallback::*;
+        // No PMU (ENOENT, ENODEV) or counters taken (EBUSY), every CPU armed: the trap alone.
+        for errno in [-2, -19, -16, -22] {
+            assert_eq!(guest_counter_fallback(errno, false), TrapAlone);
+            // A lone CPU coming online keeps the others' counters.
+            assert_eq!(guest_counter_fallback(errno, true), ThisCpuUncounted);
+        }
+        // A mediated vPMU refuses guest-mode counters for now: that CPU goes uncounted.
+        assert_eq!(guest_counter_fallback(-EOPNOTSUPP, false), ThisCpuUncounted);
+        assert_eq!(guest_counter_fallback(-EOPNOTSUPP, true), ThisCpuUncounted);
     }
 
     #[test]

@@ -115,7 +115,8 @@ struct EventsArgs {
 struct SetArgs {
     /// off, warn, fatal or ratelimit:N (1 <= N <= 1000 bus locks per second, system wide)
     policy: Option<String>,
-    /// Change the detector instead: auto (trap where the CPU has it, else PMU), bld or pmu
+    /// Change the detector instead: auto (the trap for the host and the PMU for KVM guests
+    /// where the CPU has the trap, else the PMU), bld or pmu
     #[arg(long, value_name = "SOURCE", conflicts_with = "policy")]
     source: Option<String>,
 }

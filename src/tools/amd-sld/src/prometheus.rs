@@ -278,7 +278,7 @@ amd_sld_throttled_total 0
 # HELP amd_sld_throttled_seconds_total Time throttled tasks spent sleeping.
 # TYPE amd_sld_throttled_seconds_total counter
 amd_sld_throttled_seconds_total 3.400
-# HELP amd_sld_guest_bus_locks_total Bus locks the PMU source's samples attributed to KVM guests (sampled, not exact).
+# HELP amd_sld_guest_bus_locks_total Bus locks in KVM guests: exact beside the trap (source bld+pmu(guest)), sampled with source pmu.
 # TYPE amd_sld_guest_bus_locks_total counter
 amd_sld_guest_bus_locks_total 0
 # HELP amd_sld_events_dropped_total Bus-lock records lost to contention (counters still count every bus lock).

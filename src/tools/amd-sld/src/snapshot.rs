@@ -68,7 +68,7 @@ pub(crate) const COUNTERS: [CounterSpec; 7] = [
     CounterSpec {
         file: "guest_bus_locks",
         metric: "amd_sld_guest_bus_locks_total",
-        help: "Bus locks the PMU source's samples attributed to KVM guests (sampled, not exact).",
+        help: "Bus locks in KVM guests: exact beside the trap (source bld+pmu(guest)), sampled with source pmu.",
         unit: Unit::Events,
     },
     CounterSpec {

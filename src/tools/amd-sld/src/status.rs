@@ -4,6 +4,7 @@ use std::io::Write;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use amd_sld_logic::capability::InEffect;
 use amd_sld_logic::escape::Escaped;
 
 use crate::failure::Failure;
@@ -83,9 +84,25 @@ fn source_text(source: &Option<String>, requested: &Option<String>) -> String {
         Some(source) => Escaped(source.as_bytes()).to_string(),
         None => NOT_AVAILABLE.to_owned(),
     };
-    match requested {
+    let text = match requested {
         Some(requested) => format!("{in_effect} (requested: {})", Escaped(requested.as_bytes())),
         None => in_effect,
+    };
+    match source.as_deref().and_then(InEffect::parse) {
+        Some(known) => format!("{text}: {}", who_sees_what(known)),
+        None => text,
+    }
+}
+
+/// Which detector sees which bus locks, for the `source` line.
+fn who_sees_what(source: InEffect) -> &'static str {
+    match source {
+        InEffect::Bld => "host tasks by the trap, each bus lock; KVM guests not covered",
+        InEffect::Pmu => "host and KVM guests by the PMU, exact totals, sampled attribution",
+        InEffect::BldAndGuestPmu => {
+            "host tasks by the trap, each bus lock; KVM guests by the PMU, exact totals, \
+             sampled attribution"
+        }
     }
 }
 
@@ -276,7 +293,7 @@ mod tests {
             "\
 module      loaded
 policy      warn
-source      bld (requested: auto)
+source      bld (requested: auto): host tasks by the trap, each bus lock; KVM guests not covered
 armed CPUs  0-3 (4 CPUs)
 
 COUNTER          TOTAL  PER SECOND
@@ -311,6 +328,12 @@ rates over 1.00 s
         let text = render_text(&snapshot, None);
         assert!(text.contains("policy      \"we\\x1bird\" (not a policy this tool knows)\n"));
         assert!(text.contains("source      n/a (requested: auto)\n"));
+        snapshot.source = Some("bld+pmu(guest)".to_owned());
+        let text = render_text(&snapshot, None);
+        assert!(text.contains(
+            "source      bld+pmu(guest) (requested: auto): host tasks by the trap, each bus \
+             lock; KVM guests by the PMU, exact totals, sampled attribution\n"
+        ));
         assert!(text.contains("armed CPUs  none\n"));
     }
 
