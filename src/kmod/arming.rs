@@ -256,7 +256,12 @@ pub(crate) fn armed_cpus() -> impl Iterator<Item = u32> {
 
 /// Writes the CPUs armed now as a cpulist, and a newline: the `armed_cpus` file.
 pub(crate) fn show_armed_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
-    crate::cpulist::write(out, armed_cpus())?;
+    show_cpus_where(out, |slot| slot.armed.load(Ordering::Acquire))
+}
+
+/// Writes the CPUs whose slot passes `test` as a cpulist, and a newline: a cpulist file.
+fn show_cpus_where(out: &mut SliceWriter<'_>, test: fn(&CpuSlot) -> bool) -> fmt::Result {
+    crate::cpulist::write(out, cpus_where(test))?;
     out.write_char('\n')
 }
 
@@ -314,21 +319,13 @@ fn guest_uncounted(cpu: u32, slot: &CpuSlot, guest_only_failed: Option<i32>) {
 /// Writes the CPUs where guest mode once went uncounted, as a cpulist,
 /// and a newline: the `guest_uncounted_cpus` file.
 pub(crate) fn show_guest_uncounted_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
-    crate::cpulist::write(
-        out,
-        cpus_where(|slot| slot.guest_uncounted.load(Ordering::Relaxed)),
-    )?;
-    out.write_char('\n')
+    show_cpus_where(out, |slot| slot.guest_uncounted.load(Ordering::Relaxed))
 }
 
 /// Writes the CPUs whose tally was found not counting, as a cpulist, and a newline: the
 /// `uncounted_cpus` file.
 pub(crate) fn show_uncounted_cpus(out: &mut SliceWriter<'_>) -> fmt::Result {
-    crate::cpulist::write(
-        out,
-        cpus_where(|slot| slot.uncounted.load(Ordering::Relaxed)),
-    )?;
-    out.write_char('\n')
+    show_cpus_where(out, |slot| slot.uncounted.load(Ordering::Relaxed))
 }
 
 /// How often, at most, a reader without `CAP_SYS_ADMIN` has the live counters read:

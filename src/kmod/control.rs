@@ -36,14 +36,34 @@ static POLICY_GIVEN: AtomicBool = AtomicBool::new(false);
 /// Per CPU: amd_sld set DEBUGCTL[2] there itself (not found set) and has not cleared it.
 /// Set before the bit, cleared after it: a bus-lock #DB on a CPU without it is someone
 /// else's (the kernel's own, on 6.13+), and the die notifier leaves it alone.
-static TRAP_ARMED: [AtomicBool; bindings::CONFIG_NR_CPUS as usize] =
-    [const { AtomicBool::new(false) }; bindings::CONFIG_NR_CPUS as usize];
+static TRAP_ARMED: PerCpuFlag = PerCpuFlag::new();
 
 /// Per CPU: its PMU counters count guest mode only, beside the trap (`bld+pmu(guest)`):
 /// their counts are `guest_bus_locks` exactly, and their samples are not added to it again.
 /// Set before the counters start.
-static GUEST_ONLY_COUNTERS: [AtomicBool; bindings::CONFIG_NR_CPUS as usize] =
-    [const { AtomicBool::new(false) }; bindings::CONFIG_NR_CPUS as usize];
+static GUEST_ONLY_COUNTERS: PerCpuFlag = PerCpuFlag::new();
+
+/// A flag per CPU number, readable from any context; a CPU beyond the array reads false.
+struct PerCpuFlag([AtomicBool; bindings::CONFIG_NR_CPUS as usize]);
+
+impl PerCpuFlag {
+    const fn new() -> Self {
+        PerCpuFlag([const { AtomicBool::new(false) }; bindings::CONFIG_NR_CPUS as usize])
+    }
+
+    /// Release: what the caller did before is seen by a reader of the new value.
+    fn set(&self, cpu: u32, value: bool) {
+        if let Some(flag) = self.0.get(cpu as usize) {
+            flag.store(value, Ordering::Release);
+        }
+    }
+
+    fn get(&self, cpu: u32) -> bool {
+        self.0
+            .get(cpu as usize)
+            .is_some_and(|flag| flag.load(Ordering::Acquire))
+    }
+}
 
 /// The system-wide budget of `ratelimit:N`, N bus locks per second, shared by both sources:
 /// the kernel's `bld_ratelimit` budget, paced instead of windowed (docs/design.md).
@@ -99,31 +119,23 @@ pub(crate) fn policy_given() -> bool {
 
 /// Records whether this module's trap is armed on `cpu` (see [`TRAP_ARMED`]).
 pub(crate) fn set_trap_armed(cpu: u32, armed: bool) {
-    if let Some(flag) = TRAP_ARMED.get(cpu as usize) {
-        flag.store(armed, Ordering::Release);
-    }
+    TRAP_ARMED.set(cpu, armed);
 }
 
 /// Whether this module armed the Bus Lock Detect trap on `cpu`; any context.
 pub(crate) fn trap_armed(cpu: u32) -> bool {
-    TRAP_ARMED
-        .get(cpu as usize)
-        .is_some_and(|flag| flag.load(Ordering::Acquire))
+    TRAP_ARMED.get(cpu)
 }
 
 /// Records whether `cpu`'s PMU counters count guest mode only (see [`GUEST_ONLY_COUNTERS`]).
 pub(crate) fn set_guest_only_counters(cpu: u32, guest_only: bool) {
-    if let Some(flag) = GUEST_ONLY_COUNTERS.get(cpu as usize) {
-        flag.store(guest_only, Ordering::Release);
-    }
+    GUEST_ONLY_COUNTERS.set(cpu, guest_only);
 }
 
 /// Whether `cpu`'s PMU counters count guest mode only; any context, the overflow NMI
 /// included.
 pub(crate) fn guest_only_counters(cpu: u32) -> bool {
-    GUEST_ONLY_COUNTERS
-        .get(cpu as usize)
-        .is_some_and(|flag| flag.load(Ordering::Acquire))
+    GUEST_ONLY_COUNTERS.get(cpu)
 }
 
 /// The detectors in effect; readable from any context.
