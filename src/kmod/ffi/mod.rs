@@ -43,7 +43,9 @@ pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, CountersLocked,
     Counting, NmiWork, PmuHandler, Sample,
 };
-pub(crate) use print::{pr_err, pr_info, pr_warn, print, Level};
+pub(crate) use print::{
+    pr_err, pr_info, pr_warn, pr_warn_as, print, print_as, Level, KERNEL_SLD_PREFIX,
+};
 pub(crate) use reboot::{RebootHandler, RebootHook};
 pub(crate) use sysfs::{StatFile, SysfsDir};
 pub(crate) use task::{
