@@ -307,8 +307,8 @@ kernel_handle_bus_lock_never_called() {
 	unload
 }
 
-EVENT_RE='^seq=[0-9]+ ms=[0-9]+ cpu=[0-9]+ pid=[0-9]+ tid=[0-9]+ comm=[!-~]+ source=(bld|pmu) guest=[01] ip=0x[0-9a-f]+ count=[0-9]+ action=(none|warn|kill|throttle)$'
-TOP_RE='^pid=[0-9]+ comm=[!-~]+ bus_locks=[0-9]+ guest=[01] first_ms=[0-9]+ last_ms=[0-9]+$'
+EVENT_RE='^seq=[0-9]+ ms=[0-9]+ cpu=[0-9]+ pid=[0-9]+ tid=[0-9]+ comm=[!-~]+ source=(bld|pmu) guest=[01] ip=0x[0-9a-f]+ count=[0-9]+ action=(none|warn|kill|throttle) cgroup=[0-9]+$'
+TOP_RE='^pid=[0-9]+ comm=[!-~]+ bus_locks=[0-9]+ guest=[01] first_ms=[0-9]+ last_ms=[0-9]+ cgroup=[0-9]+$'
 
 event_record_format_and_attribution() {
 	load
@@ -327,7 +327,7 @@ event_record_format_and_attribution() {
 	expect_eq "lines not in the documented format" "$bad" 0
 	expect_eq "seq numbers" "$(sed 's/^seq=\([0-9]*\) .*/\1/' /tmp/events | tr '\n' ' ')" "0 1 2 3 4 5 6 7 8 "
 	expect_eq "first offender's events" "$(grep -c " pid=$pid tid=$pid comm=buslock source=bld guest=0 .* count=1 action=warn" /tmp/events)" 5
-	expect_eq "killed event" "$(grep -c ' action=kill$' /tmp/events)" 1
+	expect_eq "killed event" "$(grep -c ' action=kill cgroup=' /tmp/events)" 1
 	expect_eq "third offender's events" "$(grep -c " pid=$pid3 .*action=warn" /tmp/events)" 3
 	cat $SYS/top > /tmp/top
 	sed 's/^/  /' /tmp/top
@@ -447,13 +447,68 @@ cli_top_events_and_export_name_the_offender() {
 	echo "$top"
 	echo "$top" | grep -qE "^ *$pid +buslock +4( |$)" || fail "top does not show pid $pid (buslock) with 4"
 	expect_eq "events --raw is the kernel's record" "$(amd-sld events --raw)" "$(cat $SYS/events)"
-	expect_eq "events: one line per bus lock of pid $pid" "$(amd-sld events | grep -c "buslock (pid $pid, tid $pid): 1 bus lock (bld), ip 0x")" 4
+	expect_eq "events: one line per bus lock of pid $pid" "$(amd-sld events | grep -c "buslock (pid $pid, tid $pid, cgroup [^)]*): 1 bus lock (bld), ip 0x")" 4
 	prom=$(amd-sld export --prometheus) || fail "export failed"
-	for line in "amd_sld_up 1" "amd_sld_bus_locks_total 4" "# TYPE amd_sld_bus_locks_total counter" \
-		"amd_sld_offender_bus_locks{pid=\"$pid\",comm=\"buslock\"} 4"; do
+	for line in "amd_sld_up 1" "amd_sld_bus_locks_total 4" "# TYPE amd_sld_bus_locks_total counter"; do
+		echo "$prom" | grep -qxF "$line" || fail "export lacks '$line'"
+	done
+	echo "$prom" | grep -qxE "amd_sld_offender_bus_locks\{pid=\"$pid\",comm=\"buslock\",cgroup=\"[^\"]+\"\} 4" ||
+		fail "export lacks the offender buslock/$pid with 4"
+	unload
+}
+
+# Which container: a bus-lock offender run inside a cgroup v2 of its own is recorded with
+# that cgroup's ID (the kernfs ID, its directory's inode), which the CLI turns back into the
+# path in events and top, filters by (--cgroup) and groups by (top --by cgroup), and which
+# the Prometheus export labels by. By the trap (4 bus locks, each recorded) or, where the
+# kernel owns the trap, by the PMU (a 1 s offender, sampled).
+cgroup_recorded_and_resolved_by_the_cli() {
+	need_cli
+	[ -e /proc/self/cgroup ] || skip "a kernel without CONFIG_CGROUPS"
+	mounted=""
+	if ! grep -q "^[^ ]* [^ ]* cgroup2 " /proc/self/mounts; then
+		mount -t cgroup2 none /sys/fs/cgroup || fail "cannot mount cgroup2 on /sys/fs/cgroup"
+		mounted=1
+	fi
+	mnt=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/self/mounts)
+	cg=/amd-sld-test/job
+	mkdir -p "$mnt$cg" || fail "cannot create the cgroup $mnt$cg"
+	id=$(stat -c %i "$mnt$cg")
+	if kernel_arms_the_trap; then
+		load source=pmu
+		run="$BUSLOCK -n 0 -t 1000 -r 3000"
+	else
+		load
+		run="$BUSLOCK -n 4"
+	fi
+	out=$(sh -c "echo \$\$ > $mnt$cg/cgroup.procs && exec $run") || fail "buslock in $cg failed: $out"
+	pid=$(field pid "$out")
+	echo "buslock/$pid ran in $cg (cgroup ID $id), source $(counter source)"
+	records=$(grep -c " pid=$pid .* cgroup=$id$" $SYS/events)
+	[ "$records" -ge 1 ] || fail "no record of pid $pid with cgroup=$id: $(cat $SYS/events)"
+	[ "$(counter source)" = pmu ] || expect_eq "records of pid $pid with cgroup=$id" "$records" 4
+	locks=$(sed -n "s/^pid=$pid comm=buslock bus_locks=\([0-9]*\) .* cgroup=$id$/\1/p" $SYS/top)
+	[ -n "$locks" ] || fail "top has no buslock/$pid in cgroup $id: $(cat $SYS/top)"
+	events=$(amd-sld events) || fail "events failed"
+	expect_eq "events naming $cg" "$(echo "$events" | grep -c "buslock (pid $pid, tid $pid, cgroup $cg): [0-9]* bus lock")" "$records"
+	expect_eq "events --cgroup /amd-sld-test" "$(amd-sld events --cgroup /amd-sld-test | grep -c "(pid $pid, ")" "$records"
+	expect_eq "events --cgroup /amd-sld-tes (not a whole component)" "$(amd-sld events --cgroup /amd-sld-tes | wc -l)" 0
+	top=$(amd-sld top --once) || fail "top --once failed"
+	echo "$top"
+	echo "$top" | grep -qE "^ *$pid +buslock +$locks .* $cg$" || fail "top does not show buslock/$pid in $cg"
+	top=$(amd-sld top --once --by cgroup --cgroup /amd-sld-test) || fail "top --by cgroup failed"
+	echo "$top"
+	echo "$top" | grep -qE "^$cg +1 +$locks " || fail "top --by cgroup has no row of $cg with 1 process and $locks bus locks"
+	expect_eq "rows of top --by cgroup --cgroup /amd-sld-test" "$(echo "$top" | grep -c "^/")" 1
+	prom=$(amd-sld export --prometheus) || fail "export failed"
+	echo "$prom" | grep cgroup
+	for line in "amd_sld_offender_bus_locks{pid=\"$pid\",comm=\"buslock\",cgroup=\"$cg\"} $locks" \
+		"amd_sld_cgroup_bus_locks{cgroup=\"$cg\"} $locks"; do
 		echo "$prom" | grep -qxF "$line" || fail "export lacks '$line'"
 	done
 	unload
+	rmdir "$mnt$cg" "$mnt/amd-sld-test" || fail "cannot remove the test cgroups"
+	[ -z "$mounted" ] || umount "$mnt"
 }
 
 cli_needs_root_to_act_and_says_so() {
@@ -511,7 +566,7 @@ pmu_counts_exactly_and_attributes() {
 	expect_eq "heaviest process (3000/s) first in top" "$top_pid" "$pid_a"
 	expect_eq "event lines in the documented format" "$(grep -cvE "$EVENT_RE" $SYS/events)" 0
 	# The record keeps the newest 32 samples, of whichever offender ran last.
-	grep -qE " pid=($pid_a|$pid_b|$pid_c) tid=[0-9]+ comm=buslock source=pmu guest=0 ip=0x[0-9a-f]+ count=[0-9]+ action=warn\$" $SYS/events ||
+	grep -qE " pid=($pid_a|$pid_b|$pid_c) tid=[0-9]+ comm=buslock source=pmu guest=0 ip=0x[0-9a-f]+ count=[0-9]+ action=warn cgroup=[0-9]+\$" $SYS/events ||
 		fail "no pmu event attributed to an offender"
 	dmesg | grep -qE "amd_sld: PMU: buslock/[0-9]+ caused [0-9]+ bus locks$" || fail "no PMU warn line"
 	unload
@@ -1255,7 +1310,8 @@ off_disarms_and_keeps_counters policy_switches_while_events_flow cpu_offline_onl
 counters_equal_events single_step_and_ptrace_unchanged kernel_handle_bus_lock_never_called
 event_record_format_and_attribution event_record_bound_and_loss_counted_under_storm
 cli_without_the_module cli_status_matches_sysfs cli_set_validates_and_changes_the_live_policy
-cli_top_events_and_export_name_the_offender cli_needs_root_to_act_and_says_so
+cli_top_events_and_export_name_the_offender cgroup_recorded_and_resolved_by_the_cli
+cli_needs_root_to_act_and_says_so
 pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process
 pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded pmu_cpu_hotplug
 source_switches_at_runtime pmu_unload_under_load debugctl_rmw_preserves_other_bits
@@ -1283,7 +1339,7 @@ refuses_bld_where_the_kernel_arms_it kernel_owns_the_trap_with_amd_sld_loaded
 params_valid_at_load params_invalid_at_load params_valid_at_runtime params_invalid_at_runtime
 policy_switches_while_events_flow single_step_and_ptrace_unchanged
 cli_without_the_module cli_status_matches_sysfs cli_set_validates_and_changes_the_live_policy
-cli_needs_root_to_act_and_says_so pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only
+cli_needs_root_to_act_and_says_so cgroup_recorded_and_resolved_by_the_cli pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only
 pmu_ratelimit_100_one_process pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded
 pmu_cpu_hotplug pmu_unload_under_load incident_reproducer_caught_by_the_pmu
 glibc_lll_lock_wait_private_named stress_ng_lockbus_counted_by_both_sources aligned_operands_count_nothing

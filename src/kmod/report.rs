@@ -36,6 +36,7 @@ pub(crate) fn record_current(sighting: &Sighting, action: Action) {
     let (tid, pid) = ffi::current_ids();
     let comm = Comm::new(&ffi::current_comm());
     let ms = ffi::now_ms();
+    let cgroup = ffi::current_cgroup_id();
     EVENTS.push(&Event {
         seq: 0,
         ms,
@@ -48,8 +49,9 @@ pub(crate) fn record_current(sighting: &Sighting, action: Action) {
         ip: sighting.ip,
         count: sighting.count,
         action,
+        cgroup,
     });
-    TOP.add(pid, comm, sighting.guest, sighting.count, ms);
+    TOP.add(pid, comm, sighting.guest, cgroup, sighting.count, ms);
 }
 
 /// Records lost to contention, in the event record and the top table together.

@@ -7,6 +7,7 @@ use kernel::ffi::c_int;
 
 extern "C" {
     fn amd_sld_fatal_signal_pending() -> bool;
+    fn amd_sld_current_cgroup_id() -> u64;
 }
 
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).
@@ -36,6 +37,13 @@ pub(crate) fn current_ids() -> (i32, i32) {
         let task = bindings::get_current();
         ((*task).pid, (*(*task).group_leader).pid)
     }
+}
+
+/// The current task's cgroup v2 ID (glue.c: `cgroup_id(task_dfl_cgroup(current))` under
+/// RCU), or 0 on a kernel without cgroups. Lock-free: safe with interrupts off and in NMI.
+pub(crate) fn current_cgroup_id() -> u64 {
+    // SAFETY: reads the current task's css_set under RCU, which any context may do.
+    unsafe { amd_sld_current_cgroup_id() }
 }
 
 /// Whether the current task has `CAP_SYS_ADMIN` in the initial user namespace. No audit

@@ -166,13 +166,17 @@ pub struct Event {
     pub count: u64,
     /// What amd_sld did.
     pub action: Action,
+    /// The task's cgroup v2: the ID of its cgroup on the default hierarchy (the kernfs node
+    /// ID, which is the inode number of the cgroup's directory in a cgroup2 mount; 1 is the
+    /// root), or 0 where none is known (a kernel without `CONFIG_CGROUPS`, an older module).
+    pub cgroup: u64,
 }
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seq={} ms={} cpu={} pid={} tid={} comm={} source={} guest={} ip={:#x} count={} action={}",
+            "seq={} ms={} cpu={} pid={} tid={} comm={} source={} guest={} ip={:#x} count={} action={} cgroup={}",
             self.seq,
             self.ms,
             self.cpu,
@@ -183,7 +187,8 @@ impl fmt::Display for Event {
             u8::from(self.guest),
             self.ip,
             self.count,
-            self.action.as_str()
+            self.action.as_str(),
+            self.cgroup
         )
     }
 }
@@ -233,6 +238,7 @@ impl Event {
         let (mut seq, mut ms, mut cpu, mut pid, mut tid, mut comm) =
             (None, None, None, None, None, None);
         let (mut source, mut guest, mut ip, mut count, mut action) = (None, None, None, None, None);
+        let mut cgroup = 0;
         for field in fields(line) {
             let (key, value) = field?;
             match key {
@@ -247,6 +253,7 @@ impl Event {
                 "ip" => ip = Some(hex(value)?),
                 "count" => count = Some(number(value)?),
                 "action" => action = Some(Action::from_word(value).ok_or(BadRecord)?),
+                "cgroup" => cgroup = number(value)?,
                 _ => {}
             }
         }
@@ -262,6 +269,7 @@ impl Event {
             ip: required(ip)?,
             count: required(count)?,
             action: required(action)?,
+            cgroup,
         })
     }
 }
@@ -281,19 +289,22 @@ pub struct Offender {
     pub first_ms: u64,
     /// `CLOCK_MONOTONIC` ms of the last.
     pub last_ms: u64,
+    /// The cgroup v2 ID of its last bus lock (as [`Event::cgroup`]; 0: unknown).
+    pub cgroup: u64,
 }
 
 impl fmt::Display for Offender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pid={} comm={} bus_locks={} guest={} first_ms={} last_ms={}",
+            "pid={} comm={} bus_locks={} guest={} first_ms={} last_ms={} cgroup={}",
             self.pid,
             self.comm,
             self.bus_locks,
             u8::from(self.guest),
             self.first_ms,
-            self.last_ms
+            self.last_ms,
+            self.cgroup
         )
     }
 }
@@ -303,6 +314,7 @@ impl Offender {
     pub fn parse(line: &str) -> Result<Offender, BadRecord> {
         let (mut pid, mut comm, mut bus_locks) = (None, None, None);
         let (mut guest, mut first_ms, mut last_ms) = (None, None, None);
+        let mut cgroup = 0;
         for field in fields(line) {
             let (key, value) = field?;
             match key {
@@ -312,6 +324,7 @@ impl Offender {
                 "guest" => guest = Some(flag(value)?),
                 "first_ms" => first_ms = Some(number(value)?),
                 "last_ms" => last_ms = Some(number(value)?),
+                "cgroup" => cgroup = number(value)?,
                 _ => {}
             }
         }
@@ -322,6 +335,7 @@ impl Offender {
             guest: required(guest)?,
             first_ms: required(first_ms)?,
             last_ms: required(last_ms)?,
+            cgroup,
         })
     }
 }
@@ -346,6 +360,7 @@ mod tests {
             ip: 0x40_1234,
             count: 1,
             action: Action::Warn,
+            cgroup: 4242,
         }
     }
 
@@ -353,7 +368,7 @@ mod tests {
     fn event_line_is_stable() {
         assert_eq!(
             format!("{}", event()),
-            "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn"
+            "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn cgroup=4242"
         );
     }
 
@@ -366,13 +381,30 @@ mod tests {
             guest: true,
             first_ms: 5,
             last_ms: 10,
+            cgroup: 77,
         };
         let line = format!("{offender}");
         assert_eq!(
             line,
-            "pid=9 comm=qemu-system-x86 bus_locks=100000 guest=1 first_ms=5 last_ms=10"
+            "pid=9 comm=qemu-system-x86 bus_locks=100000 guest=1 first_ms=5 last_ms=10 cgroup=77"
         );
         assert_eq!(Offender::parse(&line), Ok(offender));
+    }
+
+    #[test]
+    fn lines_of_a_module_without_cgroups_parse_as_cgroup_0() {
+        let old = "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn";
+        assert_eq!(
+            Event::parse(old),
+            Ok(Event {
+                cgroup: 0,
+                ..event()
+            })
+        );
+        let old = "pid=9 comm=x bus_locks=1 guest=0 first_ms=5 last_ms=10";
+        assert_eq!(Offender::parse(old).map(|o| o.cgroup), Ok(0));
+        let bad = format!("{}", event()).replace("cgroup=4242", "cgroup=x");
+        assert_eq!(Event::parse(&bad), Err(BadRecord));
     }
 
     #[test]
@@ -420,10 +452,11 @@ mod tests {
                 any::<u64>(),
                 any::<u64>(),
                 0u8..4,
+                any::<u64>(),
             ),
         )
             .prop_map(
-                |((seq, ms, cpu, pid, tid), name, (pmu, guest, ip, count, action))| Event {
+                |((seq, ms, cpu, pid, tid), name, (pmu, guest, ip, count, action, cgroup))| Event {
                     seq,
                     ms,
                     cpu,
@@ -436,6 +469,7 @@ mod tests {
                     count,
                     action: [Action::None, Action::Warn, Action::Kill, Action::Throttle]
                         [usize::from(action)],
+                    cgroup,
                 },
             )
     }
@@ -445,7 +479,7 @@ mod tests {
         fn events_round_trip(event in any_event()) {
             let line = format!("{event}");
             prop_assert!(!line.contains('\n'));
-            prop_assert_eq!(line.split(' ').count(), 11);
+            prop_assert_eq!(line.split(' ').count(), 12);
             prop_assert_eq!(Event::parse(&line), Ok(event));
         }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use amd_sld_logic::record::{Action, Event};
 
+use crate::cgroup::Cgroups;
 use crate::failure::Failure;
 use crate::records::{self, EventLine, EVENTS_FILE};
 use crate::snapshot::DROPPED_FILE;
@@ -92,8 +93,9 @@ fn action_text(action: Action) -> &'static str {
     }
 }
 
-/// One record as a readable line, timestamped like dmesg (seconds of CLOCK_MONOTONIC).
-pub(crate) fn describe(event: &Event) -> String {
+/// One record as a readable line, timestamped like dmesg (seconds of CLOCK_MONOTONIC),
+/// with the task's cgroup v2 path.
+pub(crate) fn describe(event: &Event, cgroups: &Cgroups) -> String {
     let plural = if event.count == 1 { "" } else { "s" };
     let guest = if event.guest { ", in a KVM guest" } else { "" };
     let ip = if event.ip == 0 {
@@ -102,7 +104,7 @@ pub(crate) fn describe(event: &Event) -> String {
         format!("ip {:#x}", event.ip)
     };
     format!(
-        "[{:>5}.{:03}] #{} cpu {} {} (pid {}, tid {}): {} bus lock{plural} ({}{guest}), {ip}, {}",
+        "[{:>5}.{:03}] #{} cpu {} {} (pid {}, tid {}, cgroup {}): {} bus lock{plural} ({}{guest}), {ip}, {}",
         event.ms / 1000,
         event.ms % 1000,
         event.seq,
@@ -110,6 +112,7 @@ pub(crate) fn describe(event: &Event) -> String {
         event.comm,
         event.pid,
         event.tid,
+        cgroups.name(event.cgroup),
         event.count,
         event.source.as_str(),
         action_text(event.action),
@@ -132,6 +135,9 @@ fn describe_step(step: Step) -> Option<String> {
 /// Output of the `events` command: records and loss notices.
 pub(crate) struct Printer<'a> {
     raw: bool,
+    cgroups: Cgroups,
+    /// `--cgroup`: only records of this cgroup v2 path or below.
+    cgroup_prefix: Option<String>,
     out: &'a mut dyn Write,
     notices: &'a mut dyn Write,
 }
@@ -144,7 +150,21 @@ impl<'a> Printer<'a> {
         out: &'a mut dyn Write,
         notices: &'a mut dyn Write,
     ) -> Printer<'a> {
-        Printer { raw, out, notices }
+        Printer {
+            raw,
+            cgroups: Cgroups::default(),
+            cgroup_prefix: None,
+            out,
+            notices,
+        }
+    }
+
+    /// Shows cgroups by `cgroups`' paths and, with `prefix`, only records whose cgroup is
+    /// `prefix` or below it.
+    pub(crate) fn with_cgroups(mut self, cgroups: Cgroups, prefix: Option<String>) -> Self {
+        self.cgroups = cgroups;
+        self.cgroup_prefix = prefix;
+        self
     }
 
     fn notice(&mut self, text: &str) -> Result<(), Failure> {
@@ -161,10 +181,15 @@ impl<'a> Printer<'a> {
             match step {
                 Step::Show(index) => {
                     let record = &batch[index];
+                    if let Some(prefix) = &self.cgroup_prefix {
+                        if !self.cgroups.is_under(record.event.cgroup, prefix) {
+                            continue;
+                        }
+                    }
                     let text = if self.raw {
                         record.line.clone()
                     } else {
-                        describe(&record.event)
+                        describe(&record.event, &self.cgroups)
                     };
                     writeln!(self.out, "{text}").map_err(Failure::output)?;
                 }
@@ -235,6 +260,7 @@ mod tests {
             guest: false,
             ip: 0x40_1234,
             count: 1,
+            cgroup: 7,
             action: Action::Warn,
         }
     }
@@ -320,8 +346,8 @@ mod tests {
     #[test]
     fn readable_lines() {
         assert_eq!(
-            describe(&event(7)),
-            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346): 1 bus lock (bld), ip 0x401234, warned"
+            describe(&event(7), &Cgroups::from_pairs(&[(7, "/jobs/a")])),
+            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346, cgroup /jobs/a): 1 bus lock (bld), ip 0x401234, warned"
         );
         let pmu = Event {
             source: Source::Pmu,
@@ -333,9 +359,29 @@ mod tests {
             ..event(8)
         };
         assert_eq!(
-            describe(&pmu),
-            "[  123.464] #8 cpu 2 CPU\\x200/KVM (pid 345, tid 346): 10000 bus locks (pmu, in a KVM guest), ip unknown, counted"
+            describe(&pmu, &Cgroups::default()),
+            "[  123.464] #8 cpu 2 CPU\\x200/KVM (pid 345, tid 346, cgroup cgroup-id:7): 10000 bus locks (pmu, in a KVM guest), ip unknown, counted"
         );
+    }
+
+    #[test]
+    fn a_cgroup_prefix_keeps_only_its_records() {
+        let fake = FakeSysfs::loaded();
+        let a = "seq=1 ms=1 cpu=0 pid=1 tid=1 comm=a source=bld guest=0 ip=0x1 count=1 action=warn cgroup=7";
+        let b = "seq=2 ms=2 cpu=0 pid=2 tid=2 comm=b source=bld guest=0 ip=0x1 count=1 action=warn cgroup=8";
+        fake.write("sys/kernel/amd_sld/events", &format!("{a}\n{b}\n"));
+        let (mut out, mut notices) = (Vec::new(), Vec::new());
+        let cgroups = Cgroups::from_pairs(&[(7, "/jobs/a"), (8, "/other")]);
+        let mut printer = Printer::new(true, &mut out, &mut notices)
+            .with_cgroups(cgroups, Some("/jobs".to_owned()));
+        run(
+            &Sysfs::new(fake.root()),
+            false,
+            Duration::ZERO,
+            &mut printer,
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{a}\n"));
     }
 
     fn run_once(fake: &FakeSysfs, raw: bool) -> (String, String) {
