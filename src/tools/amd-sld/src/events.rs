@@ -138,6 +138,9 @@ pub(crate) struct Printer<'a> {
     cgroups: Cgroups,
     /// `--cgroup`: only records of this cgroup v2 path or below.
     cgroup_prefix: Option<String>,
+    /// Scan the cgroup2 mount again when a record names a cgroup not seen yet (one made
+    /// since the last scan, with `--follow`).
+    rescan: bool,
     out: &'a mut dyn Write,
     notices: &'a mut dyn Write,
 }
@@ -154,17 +157,39 @@ impl<'a> Printer<'a> {
             raw,
             cgroups: Cgroups::default(),
             cgroup_prefix: None,
+            rescan: false,
             out,
             notices,
         }
     }
 
     /// Shows cgroups by `cgroups`' paths and, with `prefix`, only records whose cgroup is
-    /// `prefix` or below it.
+    /// `prefix` or below it (tests: a map given by hand, never rescanned).
+    #[cfg(test)]
     pub(crate) fn with_cgroups(mut self, cgroups: Cgroups, prefix: Option<String>) -> Self {
         self.cgroups = cgroups;
         self.cgroup_prefix = prefix;
         self
+    }
+
+    /// Resolves cgroups by scanning `sysfs`'s cgroup2 mount, now and whenever a record
+    /// names a cgroup the last scan did not see.
+    pub(crate) fn scanning_cgroups(mut self, sysfs: &Sysfs, prefix: Option<String>) -> Self {
+        self.cgroups = Cgroups::scan(sysfs);
+        self.cgroup_prefix = prefix;
+        self.rescan = true;
+        self
+    }
+
+    /// Scans again if one of `batch`'s cgroups has no path yet.
+    fn refresh_cgroups(&mut self, sysfs: &Sysfs, batch: &[Event]) {
+        if self.rescan
+            && batch
+                .iter()
+                .any(|event| event.cgroup != 0 && self.cgroups.path(event.cgroup).is_none())
+        {
+            self.cgroups = Cgroups::scan(sysfs);
+        }
     }
 
     fn notice(&mut self, text: &str) -> Result<(), Failure> {
@@ -231,6 +256,7 @@ pub(crate) fn run(
         let batch = read_batch(sysfs)?;
         let events: Vec<Event> = batch.iter().map(|record| record.event).collect();
         let steps = follower.accept(&events);
+        printer.refresh_cgroups(sysfs, &events);
         printer.print(&steps, &batch)?;
         if let Some(count) = dropped.update(sysfs.read_counter(DROPPED_FILE)?) {
             printer.dropped(count)?;
@@ -382,6 +408,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), format!("{a}\n"));
+    }
+
+    #[test]
+    fn a_cgroup_made_after_the_first_scan_is_found_by_a_rescan() {
+        use std::os::unix::fs::MetadataExt;
+        let fake = FakeSysfs::loaded();
+        let sysfs = Sysfs::new(fake.root());
+        let (mut out, mut notices) = (Vec::new(), Vec::new());
+        let mut printer =
+            Printer::new(false, &mut out, &mut notices).scanning_cgroups(&sysfs, None);
+        fake.write("sys/fs/cgroup/late/cgroup.procs", "");
+        let id = std::fs::metadata(fake.root().join("sys/fs/cgroup/late"))
+            .unwrap()
+            .ino();
+        fake.write(
+            "sys/kernel/amd_sld/events",
+            &format!("seq=1 ms=1 cpu=0 pid=1 tid=1 comm=a source=bld guest=0 ip=0x1 count=1 action=warn cgroup={id}\n"),
+        );
+        run(&sysfs, false, Duration::ZERO, &mut printer).unwrap();
+        drop(printer);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("cgroup /late)"), "{text}");
     }
 
     fn run_once(fake: &FakeSysfs, raw: bool) -> (String, String) {

@@ -181,9 +181,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Events(args) => {
             let mut notices = io::stderr();
-            let cgroups = cgroup::Cgroups::scan(&sysfs);
             let mut printer = events::Printer::new(args.raw, &mut out, &mut notices)
-                .with_cgroups(cgroups, args.cgroup);
+                .scanning_cgroups(&sysfs, args.cgroup);
             events::run(&sysfs, args.follow, args.interval, &mut printer)
         }
         Command::Set(args) => {
