@@ -50,8 +50,7 @@ pub(crate) use reboot::{RebootHandler, RebootHook};
 pub(crate) use sysfs::{StatFile, SysfsDir};
 pub(crate) use task::{
     current_cgroup_id, current_comm, current_ids, current_ip_mapping, current_is_admin,
-    fatal_signal_pending,
-    force_sigbus_current,
+    fatal_signal_pending, force_sigbus_current,
 };
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
 pub(crate) use time::{now_ms, now_us, sleep_killable_until_us};
