@@ -15,7 +15,10 @@ STEPCHECK="$HERE/stepcheck"
 CPUID="$HERE/cpuid"
 KVMVM="$HERE/kvmvm"
 GUESTLOCK="$HERE/guestlock"
-KERNEL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
+# The trap's warn line: the kernel's own, its prefix included (bus_lock.c's pr_fmt).
+KERNEL_LINE_RE='x86/split lock detection: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+'
+# The fatal policy's line: amd_sld's own (the kernel logs nothing as it sends SIGBUS).
+FATAL_LINE_RE='amd_sld: #DB: buslock/[0-9]+ took a bus_lock trap at address: 0x[0-9a-f]+, sending SIGBUS'
 
 fail() {
 	echo "$*"

@@ -10,6 +10,7 @@
  * Kernel-version differences are found by Kbuild probing the kernel's headers
  * (AMD_SLD_HAVE_*), never by version number.
  */
+#include <linux/cgroup.h>
 #include <linux/kdebug.h>
 #include <linux/module.h>
 #include <linux/mm.h>
@@ -200,6 +201,31 @@ bool amd_sld_fatal_signal_pending(void);
 bool amd_sld_fatal_signal_pending(void)
 {
 	return fatal_signal_pending(current);
+}
+
+/*
+ * The current task's cgroup v2 ID: the kernfs node ID of its cgroup on the default
+ * hierarchy, which is the inode number of that cgroup's directory in a cgroup2 mount.
+ * task_dfl_cgroup() and cgroup_id() are static inlines, the same from 5.10 to 7.2
+ * (task_css_set(task)->dfl_cgrp, cgrp->kn->id), so no probe. This is what
+ * bpf_get_current_cgroup_id() does (kernel/bpf/helpers.c), which BPF programs call from
+ * perf's overflow NMI: rcu_read_lock() is NMI-safe, the css_set and the cgroup are freed
+ * after a grace period, and nothing here takes a lock, sleeps or allocates. #DB (interrupts
+ * off) and NMI context alike. Without CONFIG_CGROUPS: 0, "unknown".
+ */
+u64 amd_sld_current_cgroup_id(void);
+u64 amd_sld_current_cgroup_id(void)
+{
+#ifdef CONFIG_CGROUPS
+	u64 id;
+
+	rcu_read_lock();
+	id = cgroup_id(task_dfl_cgroup(current));
+	rcu_read_unlock();
+	return id;
+#else
+	return 0;
+#endif
 }
 
 /* local64_read() is a static inline; struct perf_event is not in the bindings' surface. */

@@ -45,6 +45,7 @@ pub(crate) fn record_current(seq: u64, sighting: &Sighting, action: Action) {
     let (tid, pid) = ffi::current_ids();
     let comm = Comm::new(&ffi::current_comm());
     let ms = ffi::now_ms();
+    let cgroup = ffi::current_cgroup_id();
     EVENTS.put(
         seq,
         &Event {
@@ -60,9 +61,10 @@ pub(crate) fn record_current(seq: u64, sighting: &Sighting, action: Action) {
             count: sighting.count,
             action,
             map: None,
+            cgroup,
         },
     );
-    TOP.add(pid, comm, sighting.guest, sighting.count, ms);
+    TOP.add(pid, comm, sighting.guest, cgroup, sighting.count, ms);
 }
 
 /// Adds to event `seq` the file mapped at user address `ip` in the current task, the one

@@ -161,18 +161,30 @@ fn on_return(work: &Deferred) {
 }
 
 /// `PMU: <comm>/<pid> caused N bus locks`, in the spirit of the trap's line, rate limited
-/// with it.
+/// with it. A vCPU thread's bus locks in guest mode say so, and name the VMM process and the
+/// vCPU thread: `... in guest mode (guest of VMM pid <tgid>, vCPU thread <tid>)`.
 fn log(work: &Deferred, suffix: &str) {
     crate::trap::log_limited(|| {
         let comm = ffi::current_comm();
-        let (pid, _) = ffi::current_ids();
-        pr_warn!(
-            "PMU: {}/{} caused {} bus locks{}{}\n",
-            Escaped(until_nul(&comm)),
-            pid,
-            work.count,
-            if work.guest { " in guest mode" } else { "" },
-            suffix
-        );
+        let (tid, tgid) = ffi::current_ids();
+        if work.guest {
+            pr_warn!(
+                "PMU: {}/{} caused {} bus locks in guest mode (guest of VMM pid {}, vCPU thread {}){}\n",
+                Escaped(until_nul(&comm)),
+                tid,
+                work.count,
+                tgid,
+                tid,
+                suffix
+            );
+        } else {
+            pr_warn!(
+                "PMU: {}/{} caused {} bus locks{}\n",
+                Escaped(until_nul(&comm)),
+                tid,
+                work.count,
+                suffix
+            );
+        }
     });
 }

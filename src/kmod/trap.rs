@@ -8,8 +8,8 @@
 
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
-use crate::ffi::pr_warn;
 use crate::ffi::{self, DebugTrap};
+use crate::ffi::{pr_warn, pr_warn_as, KERNEL_SLD_PREFIX};
 use crate::policy::Policy;
 use crate::ratelimit::{RateLimiter, Verdict};
 use crate::record::{Action, Source};
@@ -44,7 +44,7 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
         }
         Policy::Fatal => {
             stats::KILLED.inc();
-            log(user_ip, ", sending SIGBUS");
+            log_fatal(user_ip);
             ffi::force_sigbus_current();
             Action::Kill
         }
@@ -99,20 +99,31 @@ fn on_return_to_user([seq, user_ip, until_us]: [u64; 3]) {
 /// The `warn` action, also taken by `ratelimit` once a task is under budget.
 fn warn(user_ip: u64) {
     stats::WARNED.inc();
-    log(user_ip, "");
+    log_limited(|| {
+        let comm = ffi::current_comm();
+        let (pid, _) = ffi::current_ids();
+        // The kernel's own line, its prefix included (bus_lock.c's pr_fmt), so that alerts
+        // written for 6.13+ (`x86/split lock detection: #DB: ...`) match amd_sld's too.
+        pr_warn_as!(
+            KERNEL_SLD_PREFIX,
+            "#DB: {}/{} took a bus_lock trap at address: {:#x}\n",
+            Escaped(until_nul(&comm)),
+            pid,
+            user_ip
+        );
+    });
 }
 
-/// Logs the kernel's own line, so that existing alerts on it match amd_sld's too.
-fn log(user_ip: u64, suffix: &str) {
+/// The `fatal` action's line: amd_sld's own (the kernel logs nothing when it sends SIGBUS).
+fn log_fatal(user_ip: u64) {
     log_limited(|| {
         let comm = ffi::current_comm();
         let (pid, _) = ffi::current_ids();
         pr_warn!(
-            "#DB: {}/{} took a bus_lock trap at address: {:#x}{}\n",
+            "#DB: {}/{} took a bus_lock trap at address: {:#x}, sending SIGBUS\n",
             Escaped(until_nul(&comm)),
             pid,
-            user_ip,
-            suffix
+            user_ip
         );
     });
 }

@@ -43,12 +43,14 @@ pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, CountersLocked,
     Counting, NmiWork, PmuHandler, Sample,
 };
-pub(crate) use print::{pr_err, pr_info, pr_warn, print, Level};
+pub(crate) use print::{
+    pr_err, pr_info, pr_warn, pr_warn_as, print, print_as, Level, KERNEL_SLD_PREFIX,
+};
 pub(crate) use reboot::{RebootHandler, RebootHook};
 pub(crate) use sysfs::{StatFile, SysfsDir};
 pub(crate) use task::{
-    current_comm, current_ids, current_ip_mapping, current_is_admin, fatal_signal_pending,
-    force_sigbus_current,
+    current_cgroup_id, current_comm, current_ids, current_ip_mapping, current_is_admin,
+    fatal_signal_pending, force_sigbus_current,
 };
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
 pub(crate) use time::{now_ms, now_us, sleep_killable_until_us};

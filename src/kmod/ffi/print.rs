@@ -18,20 +18,41 @@ pub(crate) enum Level {
     Error,
 }
 
-/// The `%s` of the log prefix: the module name, NUL-terminated (what `module!` generates
-/// as `__LOG_PREFIX`).
-const LOG_PREFIX: &[u8] = b"amd_sld\0";
+/// The `%s` of a log line's prefix (printk's format is `"%s: %s"`): NUL-terminated.
+#[derive(Clone, Copy)]
+pub(crate) struct Prefix(&'static [u8]);
+
+impl Prefix {
+    /// `text` with its terminating NUL, checked at compile time where `const`.
+    pub(crate) const fn new(text: &'static [u8]) -> Prefix {
+        assert!(!text.is_empty() && text[text.len() - 1] == 0);
+        Prefix(text)
+    }
+}
+
+/// The module name (what `module!` generates as `__LOG_PREFIX`): amd_sld's own lines.
+const LOG_PREFIX: Prefix = Prefix::new(b"amd_sld\0");
+
+/// The `pr_fmt` of the kernel's own bus-lock handling (arch/x86/kernel/cpu/bus_lock.c from
+/// 6.13 on, intel.c before): the trap's `warn` line carries it, so that alerts written for
+/// the kernel's line match amd_sld's unchanged.
+pub(crate) const KERNEL_SLD_PREFIX: Prefix = Prefix::new(b"x86/split lock detection\0");
 
 /// Prints `args` at `level`, prefixed "amd_sld: ".
 pub(crate) fn print(level: Level, args: core::fmt::Arguments<'_>) {
+    print_as(LOG_PREFIX, level, args);
+}
+
+/// Prints `args` at `level`, prefixed `prefix` and ": ".
+pub(crate) fn print_as(prefix: Prefix, level: Level, args: core::fmt::Arguments<'_>) {
     let format = match level {
         Level::Info => &format_strings::INFO,
         Level::Warning => &format_strings::WARNING,
         Level::Error => &format_strings::ERR,
     };
     // SAFETY: `format` is one of the kernel crate's fixed format strings, which take a
-    // NUL-terminated prefix and a `fmt::Arguments`; `LOG_PREFIX` is NUL-terminated.
-    unsafe { call_printk(format, LOG_PREFIX, args) };
+    // NUL-terminated prefix and a `fmt::Arguments`; a `Prefix` is NUL-terminated.
+    unsafe { call_printk(format, prefix.0, args) };
 }
 
 /// Prints an info-level message, as the kernel crate's `pr_info!`.
@@ -55,4 +76,11 @@ macro_rules! pr_err {
     };
 }
 
-pub(crate) use {pr_err, pr_info, pr_warn};
+/// Prints a warning-level message with another prefix than "amd_sld: " (a [`Prefix`]).
+macro_rules! pr_warn_as {
+    ($prefix:expr, $($arg:tt)+) => {
+        $crate::ffi::print_as($prefix, $crate::ffi::Level::Warning, format_args!($($arg)+))
+    };
+}
+
+pub(crate) use {pr_err, pr_info, pr_warn, pr_warn_as};

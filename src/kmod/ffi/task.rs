@@ -12,6 +12,7 @@ extern "C" {
     /// glue.c: the file mapped at `ip` in current's mm (its base name, NUL-terminated, in
     /// `len` bytes) and `ip`'s offset into it; 0, or a negative errno.
     fn amd_sld_current_ip_mapping(ip: u64, name: *mut u8, len: usize, offset: *mut u64) -> c_int;
+    fn amd_sld_current_cgroup_id() -> u64;
 }
 
 /// The file mapped at user address `ip` in the current task's address space, and `ip`'s
@@ -58,6 +59,13 @@ pub(crate) fn current_ids() -> (i32, i32) {
         let task = bindings::get_current();
         ((*task).pid, (*(*task).group_leader).pid)
     }
+}
+
+/// The current task's cgroup v2 ID (glue.c: `cgroup_id(task_dfl_cgroup(current))` under
+/// RCU), or 0 on a kernel without cgroups. Lock-free: safe with interrupts off and in NMI.
+pub(crate) fn current_cgroup_id() -> u64 {
+    // SAFETY: reads the current task's css_set under RCU, which any context may do.
+    unsafe { amd_sld_current_cgroup_id() }
 }
 
 /// Whether the current task has `CAP_SYS_ADMIN` in the initial user namespace. No audit

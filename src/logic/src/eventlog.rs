@@ -67,7 +67,7 @@ fn action_of(code: u64) -> Action {
 }
 
 /// An [`Event`] without its sequence number, as words: the slot's sequence word holds that.
-const EVENT_WORDS: usize = 7;
+const EVENT_WORDS: usize = 8;
 
 fn pack_event(event: &Event) -> [u64; EVENT_WORDS] {
     let flags = u64::from(event.cpu)
@@ -87,11 +87,12 @@ fn pack_event(event: &Event) -> [u64; EVENT_WORDS] {
         comm1,
         event.ip,
         event.count,
+        event.cgroup,
     ]
 }
 
 fn unpack_event(seq: u64, words: [u64; EVENT_WORDS]) -> Event {
-    let [ms, flags, ids, comm0, comm1, ip, count] = words;
+    let [ms, flags, ids, comm0, comm1, ip, count, cgroup] = words;
     Event {
         seq,
         ms,
@@ -109,6 +110,7 @@ fn unpack_event(seq: u64, words: [u64; EVENT_WORDS]) -> Event {
         count,
         action: action_of(flags >> ACTION_SHIFT),
         map: None,
+        cgroup,
     }
 }
 
@@ -322,7 +324,7 @@ impl Write for LineLength {
 }
 
 /// Words of an [`Offender`] slot.
-const OFFENDER_WORDS: usize = 6;
+const OFFENDER_WORDS: usize = 7;
 
 fn pack_offender(offender: &Offender) -> [u64; OFFENDER_WORDS] {
     let [comm0, comm1] = pack_comm(&offender.comm);
@@ -333,11 +335,12 @@ fn pack_offender(offender: &Offender) -> [u64; OFFENDER_WORDS] {
         offender.bus_locks,
         offender.first_ms,
         offender.last_ms,
+        offender.cgroup,
     ]
 }
 
 fn unpack_offender(words: [u64; OFFENDER_WORDS]) -> Offender {
-    let [id, comm0, comm1, bus_locks, first_ms, last_ms] = words;
+    let [id, comm0, comm1, bus_locks, first_ms, last_ms, cgroup] = words;
     Offender {
         pid: id as u32 as i32,
         comm: unpack_comm([comm0, comm1]),
@@ -345,6 +348,7 @@ fn unpack_offender(words: [u64; OFFENDER_WORDS]) -> Offender {
         guest: id & GUEST != 0,
         first_ms,
         last_ms,
+        cgroup,
     }
 }
 
@@ -378,9 +382,10 @@ impl<const K: usize> TopOffenders<K> {
         }
     }
 
-    /// Adds `count` bus locks of process `pid` at `now_ms`. Never waits: if another CPU is
-    /// updating the table, the update is counted as dropped.
-    pub fn add(&self, pid: i32, comm: Comm, guest: bool, count: u64, now_ms: u64) {
+    /// Adds `count` bus locks of process `pid`, in cgroup `cgroup`, at `now_ms`. The entry
+    /// keeps the last cgroup seen. Never waits: if another CPU is updating the table, the
+    /// update is counted as dropped.
+    pub fn add(&self, pid: i32, comm: Comm, guest: bool, cgroup: u64, count: u64, now_ms: u64) {
         if self
             .writer
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -404,9 +409,11 @@ impl<const K: usize> TopOffenders<K> {
                     guest,
                     first_ms: now_ms,
                     last_ms: now_ms,
+                    cgroup,
                 });
                 let updated = Offender {
                     comm,
+                    cgroup,
                     bus_locks: old.bus_locks.saturating_add(count),
                     guest: old.guest || guest,
                     last_ms: now_ms,
@@ -432,6 +439,7 @@ impl<const K: usize> TopOffenders<K> {
                     guest,
                     first_ms: now_ms,
                     last_ms: now_ms,
+                    cgroup,
                 };
                 (slot, newcomer)
             }
@@ -483,6 +491,7 @@ mod tests {
             count: n + 1,
             action: [Action::None, Action::Warn, Action::Kill, Action::Throttle][(n % 4) as usize],
             map: None,
+            cgroup: n * 7 + 1,
         }
     }
 
@@ -621,6 +630,7 @@ mod tests {
             count,
             action: Action::Throttle,
             map: Mapping::new(&[0xff; MAP_NAME_LEN], u64::MAX),
+            cgroup: u64::MAX,
         };
         let length = |event: &Event| std::format!("{event}\n").len();
         // The newest lines: as many maximal ones as fit, then counts shortened until their
@@ -739,9 +749,9 @@ mod tests {
     #[test]
     fn accumulates_per_process_most_first() {
         let table = TopOffenders::<4>::new();
-        table.add(10, Comm::new(b"a"), false, 5, 100);
-        table.add(20, Comm::new(b"b"), true, 7, 110);
-        table.add(10, Comm::new(b"a2"), false, 5, 120);
+        table.add(10, Comm::new(b"a"), false, 3, 5, 100);
+        table.add(20, Comm::new(b"b"), true, 3, 7, 110);
+        table.add(10, Comm::new(b"a2"), false, 9, 5, 120);
         assert_eq!(top(&table), [(10, 10), (20, 7)]);
         let mut first = None;
         table.for_each(|o| {
@@ -749,8 +759,8 @@ mod tests {
         });
         let first = first.unwrap();
         assert_eq!(
-            (first.first_ms, first.last_ms, first.comm),
-            (100, 120, Comm::new(b"a2"))
+            (first.first_ms, first.last_ms, first.comm, first.cgroup),
+            (100, 120, Comm::new(b"a2"), 9)
         );
     }
 
@@ -760,12 +770,13 @@ mod tests {
         // Two heavy processes among many light ones, interleaved.
         let mut total = 0u64;
         for round in 0..1000u64 {
-            table.add(1, Comm::new(b"heavy1"), false, 10, round);
-            table.add(2, Comm::new(b"heavy2"), false, 5, round);
+            table.add(1, Comm::new(b"heavy1"), false, 3, 10, round);
+            table.add(2, Comm::new(b"heavy2"), false, 3, 5, round);
             table.add(
                 100 + (round % 50) as i32,
                 Comm::new(b"light"),
                 false,
+                3,
                 1,
                 round,
             );
@@ -788,10 +799,10 @@ mod tests {
     fn a_busy_table_drops_and_counts() {
         let table = TopOffenders::<2>::new();
         table.writer.store(true, Ordering::Relaxed);
-        table.add(1, Comm::new(b"x"), false, 1, 0);
+        table.add(1, Comm::new(b"x"), false, 3, 1, 0);
         assert_eq!(table.dropped(), 1);
         table.writer.store(false, Ordering::Relaxed);
-        table.add(1, Comm::new(b"x"), false, 1, 0);
+        table.add(1, Comm::new(b"x"), false, 3, 1, 0);
         assert_eq!(top(&table), [(1, 1)]);
     }
 
@@ -803,7 +814,7 @@ mod tests {
                 let table = table.clone();
                 std::thread::spawn(move || {
                     for n in 0..10_000 {
-                        table.add(t, Comm::new(b"t"), false, 1, n);
+                        table.add(t, Comm::new(b"t"), false, 3, 1, n);
                     }
                 })
             })

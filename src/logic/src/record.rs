@@ -252,13 +252,17 @@ pub struct Event {
     /// The file mapped at `ip` and the offset into it, once the task's own deferred work
     /// has looked it up (`None` until then, and for good where there is none to find).
     pub map: Option<Mapping>,
+    /// The task's cgroup v2: the ID of its cgroup on the default hierarchy (the kernfs node
+    /// ID, which is the inode number of the cgroup's directory in a cgroup2 mount; 1 is the
+    /// root), or 0 where none is known (a kernel without `CONFIG_CGROUPS`, an older module).
+    pub cgroup: u64,
 }
 
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seq={} ms={} cpu={} pid={} tid={} comm={} source={} guest={} ip={:#x} count={} action={} map={}",
+            "seq={} ms={} cpu={} pid={} tid={} comm={} source={} guest={} ip={:#x} count={} action={} cgroup={} map={}",
             self.seq,
             self.ms,
             self.cpu,
@@ -270,6 +274,7 @@ impl fmt::Display for Event {
             self.ip,
             self.count,
             self.action.as_str(),
+            self.cgroup,
             MapToken(&self.map)
         )
     }
@@ -322,6 +327,7 @@ impl Event {
         let (mut source, mut guest, mut ip, mut count, mut action) = (None, None, None, None, None);
         // Absent before the module had it: no mapping known.
         let mut map = None;
+        let mut cgroup = 0;
         for field in fields(line) {
             let (key, value) = field?;
             match key {
@@ -337,6 +343,7 @@ impl Event {
                 "count" => count = Some(number(value)?),
                 "action" => action = Some(Action::from_word(value).ok_or(BadRecord)?),
                 "map" => map = Mapping::parse(value)?,
+                "cgroup" => cgroup = number(value)?,
                 _ => {}
             }
         }
@@ -353,6 +360,7 @@ impl Event {
             count: required(count)?,
             action: required(action)?,
             map,
+            cgroup,
         })
     }
 }
@@ -372,19 +380,22 @@ pub struct Offender {
     pub first_ms: u64,
     /// `CLOCK_MONOTONIC` ms of the last.
     pub last_ms: u64,
+    /// The cgroup v2 ID of its last bus lock (as [`Event::cgroup`]; 0: unknown).
+    pub cgroup: u64,
 }
 
 impl fmt::Display for Offender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "pid={} comm={} bus_locks={} guest={} first_ms={} last_ms={}",
+            "pid={} comm={} bus_locks={} guest={} first_ms={} last_ms={} cgroup={}",
             self.pid,
             self.comm,
             self.bus_locks,
             u8::from(self.guest),
             self.first_ms,
-            self.last_ms
+            self.last_ms,
+            self.cgroup
         )
     }
 }
@@ -394,6 +405,7 @@ impl Offender {
     pub fn parse(line: &str) -> Result<Offender, BadRecord> {
         let (mut pid, mut comm, mut bus_locks) = (None, None, None);
         let (mut guest, mut first_ms, mut last_ms) = (None, None, None);
+        let mut cgroup = 0;
         for field in fields(line) {
             let (key, value) = field?;
             match key {
@@ -403,6 +415,7 @@ impl Offender {
                 "guest" => guest = Some(flag(value)?),
                 "first_ms" => first_ms = Some(number(value)?),
                 "last_ms" => last_ms = Some(number(value)?),
+                "cgroup" => cgroup = number(value)?,
                 _ => {}
             }
         }
@@ -413,6 +426,7 @@ impl Offender {
             guest: required(guest)?,
             first_ms: required(first_ms)?,
             last_ms: required(last_ms)?,
+            cgroup,
         })
     }
 }
@@ -438,6 +452,7 @@ mod tests {
             count: 1,
             action: Action::Warn,
             map: None,
+            cgroup: 4242,
         }
     }
 
@@ -445,7 +460,7 @@ mod tests {
     fn event_line_is_stable() {
         assert_eq!(
             format!("{}", event()),
-            "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn map=-"
+            "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn cgroup=4242 map=-"
         );
         let mapped = Event {
             map: Mapping::new(b"libc.so.6", 0x8a2c1),
@@ -453,7 +468,7 @@ mod tests {
         };
         let line = format!("{mapped}");
         assert!(
-            line.ends_with(" action=warn map=libc.so.6+0x8a2c1"),
+            line.ends_with(" action=warn cgroup=4242 map=libc.so.6+0x8a2c1"),
             "{line}"
         );
         assert_eq!(Event::parse(&line), Ok(mapped));
@@ -496,13 +511,30 @@ mod tests {
             guest: true,
             first_ms: 5,
             last_ms: 10,
+            cgroup: 77,
         };
         let line = format!("{offender}");
         assert_eq!(
             line,
-            "pid=9 comm=qemu-system-x86 bus_locks=100000 guest=1 first_ms=5 last_ms=10"
+            "pid=9 comm=qemu-system-x86 bus_locks=100000 guest=1 first_ms=5 last_ms=10 cgroup=77"
         );
         assert_eq!(Offender::parse(&line), Ok(offender));
+    }
+
+    #[test]
+    fn lines_of_a_module_without_cgroups_parse_as_cgroup_0() {
+        let old = "seq=7 ms=123456 cpu=2 pid=345 tid=346 comm=python3 source=bld guest=0 ip=0x401234 count=1 action=warn";
+        assert_eq!(
+            Event::parse(old),
+            Ok(Event {
+                cgroup: 0,
+                ..event()
+            })
+        );
+        let old = "pid=9 comm=x bus_locks=1 guest=0 first_ms=5 last_ms=10";
+        assert_eq!(Offender::parse(old).map(|o| o.cgroup), Ok(0));
+        let bad = format!("{}", event()).replace("cgroup=4242", "cgroup=x");
+        assert_eq!(Event::parse(&bad), Err(BadRecord));
     }
 
     #[test]
@@ -550,6 +582,7 @@ mod tests {
                 any::<u64>(),
                 any::<u64>(),
                 0u8..4,
+                any::<u64>(),
             ),
             (proptest::collection::vec(1u8..=255, 0..40), any::<u64>()),
         )
@@ -557,7 +590,7 @@ mod tests {
                 |(
                     (seq, ms, cpu, pid, tid),
                     name,
-                    (pmu, guest, ip, count, action),
+                    (pmu, guest, ip, count, action, cgroup),
                     (file, offset),
                 )| Event {
                     seq,
@@ -573,6 +606,7 @@ mod tests {
                     action: [Action::None, Action::Warn, Action::Kill, Action::Throttle]
                         [usize::from(action)],
                     map: Mapping::new(&file, offset),
+                    cgroup,
                 },
             )
     }
@@ -582,7 +616,7 @@ mod tests {
         fn events_round_trip(event in any_event()) {
             let line = format!("{event}");
             prop_assert!(!line.contains('\n'));
-            prop_assert_eq!(line.split(' ').count(), 12);
+            prop_assert_eq!(line.split(' ').count(), 13);
             prop_assert_eq!(Event::parse(&line), Ok(event));
         }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use amd_sld_logic::record::{Action, Event};
 
+use crate::cgroup::Cgroups;
 use crate::failure::Failure;
 use crate::records::{self, EventLine, EVENTS_FILE};
 use crate::snapshot::DROPPED_FILE;
@@ -93,10 +94,10 @@ fn action_text(action: Action) -> &'static str {
     }
 }
 
-/// One record as a readable line, timestamped like dmesg (seconds of CLOCK_MONOTONIC);
-/// `code` names the code at the IP (`lockwait __lll_lock_wait_private+0x1c`, or
-/// `libc.so.6+0x8a2c1`: crate::symbols).
-pub(crate) fn describe(event: &Event, code: Option<&str>) -> String {
+/// One record as a readable line, timestamped like dmesg (seconds of CLOCK_MONOTONIC),
+/// with the task's cgroup v2 path; `code` names the code at the IP
+/// (`lockwait __lll_lock_wait_private+0x1c`, or `libc.so.6+0x8a2c1`: crate::symbols).
+pub(crate) fn describe(event: &Event, cgroups: &Cgroups, code: Option<&str>) -> String {
     let plural = if event.count == 1 { "" } else { "s" };
     let guest = if event.guest { ", in a KVM guest" } else { "" };
     let ip = match (event.ip, code) {
@@ -105,7 +106,7 @@ pub(crate) fn describe(event: &Event, code: Option<&str>) -> String {
         (ip, Some(code)) => format!("ip {ip:#x} in {code}"),
     };
     format!(
-        "[{:>5}.{:03}] #{} cpu {} {} (pid {}, tid {}): {} bus lock{plural} ({}{guest}), {ip}, {}",
+        "[{:>5}.{:03}] #{} cpu {} {} (pid {}, tid {}, cgroup {}): {} bus lock{plural} ({}{guest}), {ip}, {}",
         event.ms / 1000,
         event.ms % 1000,
         event.seq,
@@ -113,6 +114,7 @@ pub(crate) fn describe(event: &Event, code: Option<&str>) -> String {
         event.comm,
         event.pid,
         event.tid,
+        cgroups.name(event.cgroup),
         event.count,
         event.source.as_str(),
         action_text(event.action),
@@ -135,6 +137,12 @@ fn describe_step(step: Step) -> Option<String> {
 /// Output of the `events` command: records and loss notices.
 pub(crate) struct Printer<'a> {
     raw: bool,
+    cgroups: Cgroups,
+    /// `--cgroup`: only records of this cgroup v2 path or below.
+    cgroup_prefix: Option<String>,
+    /// Scan the cgroup2 mount again when a record names a cgroup not seen yet (one made
+    /// since the last scan, with `--follow`).
+    rescan: bool,
     out: &'a mut dyn Write,
     notices: &'a mut dyn Write,
     /// Names the code of each record shown (not with `raw`).
@@ -151,6 +159,9 @@ impl<'a> Printer<'a> {
     ) -> Printer<'a> {
         Printer {
             raw,
+            cgroups: Cgroups::default(),
+            cgroup_prefix: None,
+            rescan: false,
             out,
             notices,
             resolver: None,
@@ -162,6 +173,35 @@ impl<'a> Printer<'a> {
         Printer {
             resolver: Some(Resolver::new(proc)),
             ..self
+        }
+    }
+
+    /// Shows cgroups by `cgroups`' paths and, with `prefix`, only records whose cgroup is
+    /// `prefix` or below it (tests: a map given by hand, never rescanned).
+    #[cfg(test)]
+    pub(crate) fn with_cgroups(mut self, cgroups: Cgroups, prefix: Option<String>) -> Self {
+        self.cgroups = cgroups;
+        self.cgroup_prefix = prefix;
+        self
+    }
+
+    /// Resolves cgroups by scanning `sysfs`'s cgroup2 mount, now and whenever a record
+    /// names a cgroup the last scan did not see.
+    pub(crate) fn scanning_cgroups(mut self, sysfs: &Sysfs, prefix: Option<String>) -> Self {
+        self.cgroups = Cgroups::scan(sysfs);
+        self.cgroup_prefix = prefix;
+        self.rescan = true;
+        self
+    }
+
+    /// Scans again if one of `batch`'s cgroups has no path yet.
+    fn refresh_cgroups(&mut self, sysfs: &Sysfs, batch: &[Event]) {
+        if self.rescan
+            && batch
+                .iter()
+                .any(|event| event.cgroup != 0 && self.cgroups.path(event.cgroup).is_none())
+        {
+            self.cgroups = Cgroups::scan(sysfs);
         }
     }
 
@@ -179,6 +219,11 @@ impl<'a> Printer<'a> {
             match step {
                 Step::Show(index) => {
                     let record = &batch[index];
+                    if let Some(prefix) = &self.cgroup_prefix {
+                        if !self.cgroups.is_under(record.event.cgroup, prefix) {
+                            continue;
+                        }
+                    }
                     let text = if self.raw {
                         record.line.clone()
                     } else {
@@ -186,7 +231,7 @@ impl<'a> Printer<'a> {
                             .resolver
                             .as_mut()
                             .and_then(|resolver| resolver.describe(&record.event));
-                        describe(&record.event, code.as_deref())
+                        describe(&record.event, &self.cgroups, code.as_deref())
                     };
                     writeln!(self.out, "{text}").map_err(Failure::output)?;
                 }
@@ -228,6 +273,7 @@ pub(crate) fn run(
         let batch = read_batch(sysfs)?;
         let events: Vec<Event> = batch.iter().map(|record| record.event).collect();
         let steps = follower.accept(&events);
+        printer.refresh_cgroups(sysfs, &events);
         printer.print(&steps, &batch)?;
         if let Some(count) = dropped.update(sysfs.read_counter(DROPPED_FILE)?) {
             printer.dropped(count)?;
@@ -257,6 +303,7 @@ mod tests {
             guest: false,
             ip: 0x40_1234,
             count: 1,
+            cgroup: 7,
             action: Action::Warn,
             map: None,
         }
@@ -343,12 +390,16 @@ mod tests {
     #[test]
     fn readable_lines() {
         assert_eq!(
-            describe(&event(7), None),
-            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346): 1 bus lock (bld), ip 0x401234, warned"
+            describe(&event(7), &Cgroups::from_pairs(&[(7, "/jobs/a")]), None),
+            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346, cgroup /jobs/a): 1 bus lock (bld), ip 0x401234, warned"
         );
         assert_eq!(
-            describe(&event(7), Some("libc.so.6 __lll_lock_wait_private+0x1c")),
-            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346): 1 bus lock (bld), \
+            describe(
+                &event(7),
+                &Cgroups::from_pairs(&[(7, "/jobs/a")]),
+                Some("libc.so.6 __lll_lock_wait_private+0x1c")
+            ),
+            "[  123.463] #7 cpu 2 python3 (pid 345, tid 346, cgroup /jobs/a): 1 bus lock (bld), \
              ip 0x401234 in libc.so.6 __lll_lock_wait_private+0x1c, warned"
         );
         let pmu = Event {
@@ -361,9 +412,51 @@ mod tests {
             ..event(8)
         };
         assert_eq!(
-            describe(&pmu, None),
-            "[  123.464] #8 cpu 2 CPU\\x200/KVM (pid 345, tid 346): 10000 bus locks (pmu, in a KVM guest), ip unknown, counted"
+            describe(&pmu, &Cgroups::default(), None),
+            "[  123.464] #8 cpu 2 CPU\\x200/KVM (pid 345, tid 346, cgroup cgroup-id:7): 10000 bus locks (pmu, in a KVM guest), ip unknown, counted"
         );
+    }
+
+    #[test]
+    fn a_cgroup_prefix_keeps_only_its_records() {
+        let fake = FakeSysfs::loaded();
+        let a = "seq=1 ms=1 cpu=0 pid=1 tid=1 comm=a source=bld guest=0 ip=0x1 count=1 action=warn cgroup=7";
+        let b = "seq=2 ms=2 cpu=0 pid=2 tid=2 comm=b source=bld guest=0 ip=0x1 count=1 action=warn cgroup=8";
+        fake.write("sys/kernel/amd_sld/events", &format!("{a}\n{b}\n"));
+        let (mut out, mut notices) = (Vec::new(), Vec::new());
+        let cgroups = Cgroups::from_pairs(&[(7, "/jobs/a"), (8, "/other")]);
+        let mut printer = Printer::new(true, &mut out, &mut notices)
+            .with_cgroups(cgroups, Some("/jobs".to_owned()));
+        run(
+            &Sysfs::new(fake.root()),
+            false,
+            Duration::ZERO,
+            &mut printer,
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), format!("{a}\n"));
+    }
+
+    #[test]
+    fn a_cgroup_made_after_the_first_scan_is_found_by_a_rescan() {
+        use std::os::unix::fs::MetadataExt;
+        let fake = FakeSysfs::loaded();
+        let sysfs = Sysfs::new(fake.root());
+        let (mut out, mut notices) = (Vec::new(), Vec::new());
+        let mut printer =
+            Printer::new(false, &mut out, &mut notices).scanning_cgroups(&sysfs, None);
+        fake.write("sys/fs/cgroup/late/cgroup.procs", "");
+        let id = std::fs::metadata(fake.root().join("sys/fs/cgroup/late"))
+            .unwrap()
+            .ino();
+        fake.write(
+            "sys/kernel/amd_sld/events",
+            &format!("seq=1 ms=1 cpu=0 pid=1 tid=1 comm=a source=bld guest=0 ip=0x1 count=1 action=warn cgroup={id}\n"),
+        );
+        run(&sysfs, false, Duration::ZERO, &mut printer).unwrap();
+        drop(printer);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("cgroup /late)"), "{text}");
     }
 
     fn run_once(fake: &FakeSysfs, raw: bool) -> (String, String) {

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod cgroup;
 mod clock;
 mod events;
 mod failure;
@@ -95,6 +96,12 @@ struct TopArgs {
     /// Print the table once and exit
     #[arg(long)]
     once: bool,
+    /// Only processes whose cgroup v2 is PATH or below it (e.g. /system.slice)
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
+    /// One row per process, or per cgroup v2 (the bus locks of its processes summed)
+    #[arg(long, value_enum, default_value = "process")]
+    by: top::GroupBy,
 }
 
 #[derive(Debug, Args)]
@@ -108,6 +115,9 @@ struct EventsArgs {
     /// Print the kernel's lines unchanged (loss notices then go to stderr)
     #[arg(long)]
     raw: bool,
+    /// Only records whose cgroup v2 is PATH or below it (e.g. /system.slice)
+    #[arg(long, value_name = "PATH")]
+    cgroup: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -160,12 +170,24 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Status(args) => status::run(&sysfs, args.interval, args.json, &mut out),
         Command::Top(args) => {
             let clear_screen = !args.once && stdout.is_terminal();
-            top::run(&sysfs, args.interval, args.once, clear_screen, &mut out)
+            let view = top::View {
+                cgroup: args.cgroup,
+                by: args.by,
+            };
+            top::run(
+                &sysfs,
+                args.interval,
+                args.once,
+                clear_screen,
+                &view,
+                &mut out,
+            )
         }
         Command::Events(args) => {
             let mut notices = io::stderr();
-            let mut printer =
-                events::Printer::new(args.raw, &mut out, &mut notices).resolving(proc);
+            let mut printer = events::Printer::new(args.raw, &mut out, &mut notices)
+                .resolving(proc)
+                .scanning_cgroups(&sysfs, args.cgroup);
             events::run(&sysfs, args.follow, args.interval, &mut printer)
         }
         Command::Set(args) => {

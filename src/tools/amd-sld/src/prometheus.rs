@@ -12,6 +12,7 @@ use std::path::Path;
 
 use amd_sld_logic::record::Offender;
 
+use crate::cgroup::Cgroups;
 use crate::failure::Failure;
 use crate::records;
 use crate::snapshot::{ArmedCpus, PolicyReading, Snapshot, Unit, COUNTERS};
@@ -19,6 +20,39 @@ use crate::sysfs::Sysfs;
 
 /// The label value for something this module version does not report.
 const UNKNOWN: &str = "unknown";
+
+/// Cgroups exported by name: the ones with the most bus locks in the offender table. The
+/// rest are summed under [`OTHER_CGROUP`], so that a host with many containers adds at most
+/// this many + 1 series per family (the offender table itself holds 16 processes).
+pub(crate) const CGROUP_LABELS: usize = 8;
+
+/// The `cgroup` label of every cgroup beyond the first [`CGROUP_LABELS`].
+pub(crate) const OTHER_CGROUP: &str = "other";
+
+/// The `cgroup` label of each offender, bounded: the [`CGROUP_LABELS`] cgroups with the
+/// most bus locks (ties by name) keep their path, the others become [`OTHER_CGROUP`].
+fn bounded_cgroup_labels(offenders: &[Offender], cgroups: &Cgroups) -> Vec<String> {
+    let names: Vec<String> = offenders.iter().map(|o| cgroups.name(o.cgroup)).collect();
+    let mut totals: Vec<(String, u64)> = Vec::new();
+    for (name, offender) in names.iter().zip(offenders) {
+        match totals.iter_mut().find(|(n, _)| n == name) {
+            Some((_, total)) => *total = total.saturating_add(offender.bus_locks),
+            None => totals.push((name.clone(), offender.bus_locks)),
+        }
+    }
+    totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    totals.truncate(CGROUP_LABELS);
+    names
+        .into_iter()
+        .map(|name| {
+            if totals.iter().any(|(kept, _)| *kept == name) {
+                name
+            } else {
+                OTHER_CGROUP.to_owned()
+            }
+        })
+        .collect()
+}
 
 /// The offender table, or why it is not exported.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -65,7 +99,7 @@ fn seconds_from_ms(ms: u64) -> String {
 }
 
 /// The whole exposition for one snapshot and the offender table.
-pub(crate) fn render(snapshot: &Snapshot, offenders: &OffenderTable) -> String {
+pub(crate) fn render(snapshot: &Snapshot, offenders: &OffenderTable, cgroups: &Cgroups) -> String {
     let mut out = String::new();
     family(
         &mut out,
@@ -128,13 +162,15 @@ pub(crate) fn render(snapshot: &Snapshot, offenders: &OffenderTable) -> String {
 
     match offenders {
         OffenderTable::Read(offenders) => {
+            let cgroup_labels = bounded_cgroup_labels(offenders, cgroups);
             let samples: Vec<(String, String)> = offenders
                 .iter()
-                .map(|offender| {
+                .zip(&cgroup_labels)
+                .map(|(offender, cgroup)| {
                     let pid = offender.pid.to_string();
                     let comm = offender.comm.to_string();
                     (
-                        labels(&[("pid", &pid), ("comm", &comm)]),
+                        labels(&[("pid", &pid), ("comm", &comm), ("cgroup", cgroup)]),
                         offender.bus_locks.to_string(),
                     )
                 })
@@ -145,6 +181,33 @@ pub(crate) fn render(snapshot: &Snapshot, offenders: &OffenderTable) -> String {
                 "gauge",
                 "Bus locks of the processes with the most since load (top 16; a count may be \
                  over-estimated by at most the smallest one listed).",
+                &samples,
+            );
+            let mut per_cgroup: Vec<(String, u64)> = Vec::new();
+            for (cgroup, offender) in cgroup_labels.iter().zip(offenders) {
+                match per_cgroup.iter_mut().find(|(name, _)| name == cgroup) {
+                    Some((_, total)) => *total = total.saturating_add(offender.bus_locks),
+                    None => per_cgroup.push((cgroup.clone(), offender.bus_locks)),
+                }
+            }
+            // Most first, "other" last.
+            per_cgroup.sort_by(|a, b| {
+                (a.0 == OTHER_CGROUP, std::cmp::Reverse(a.1), &a.0).cmp(&(
+                    b.0 == OTHER_CGROUP,
+                    std::cmp::Reverse(b.1),
+                    &b.0,
+                ))
+            });
+            let samples: Vec<(String, String)> = per_cgroup
+                .iter()
+                .map(|(cgroup, total)| (labels(&[("cgroup", cgroup)]), total.to_string()))
+                .collect();
+            family(
+                &mut out,
+                "amd_sld_cgroup_bus_locks",
+                "gauge",
+                "Bus locks of the offender table's processes per cgroup v2 (the 8 cgroups \
+                 with the most by path, the rest summed under cgroup=\"other\").",
                 &samples,
             );
         }
@@ -175,7 +238,11 @@ pub(crate) fn collect(sysfs: &Sysfs) -> Result<String, Failure> {
     } else {
         OffenderTable::Unavailable(String::new())
     };
-    Ok(render(&snapshot, &offenders))
+    let cgroups = match &offenders {
+        OffenderTable::Read(_) => Cgroups::scan(sysfs),
+        OffenderTable::Unavailable(_) => Cgroups::default(),
+    };
+    Ok(render(&snapshot, &offenders, &cgroups))
 }
 
 /// Replaces `path` with `contents` atomically: the textfile collector may read at any
@@ -252,7 +319,7 @@ mod tests {
         // for the exposition format.
         fake.write(
             "sys/kernel/amd_sld/top",
-            "pid=4242 comm=a\\x5cb\"c bus_locks=1000 guest=0 first_ms=1 last_ms=2\n",
+            "pid=4242 comm=a\\x5cb\"c bus_locks=1000 guest=0 first_ms=1 last_ms=2 cgroup=0\n",
         );
         let text = collect(&Sysfs::new(fake.root())).unwrap();
         assert_eq!(
@@ -289,8 +356,55 @@ amd_sld_events_dropped_total 0
 amd_sld_armed_cpus 4
 # HELP amd_sld_offender_bus_locks Bus locks of the processes with the most since load (top 16; a count may be over-estimated by at most the smallest one listed).
 # TYPE amd_sld_offender_bus_locks gauge
-amd_sld_offender_bus_locks{pid="4242",comm="a\\x5cb\"c"} 1000
+amd_sld_offender_bus_locks{pid="4242",comm="a\\x5cb\"c",cgroup="unknown"} 1000
+# HELP amd_sld_cgroup_bus_locks Bus locks of the offender table's processes per cgroup v2 (the 8 cgroups with the most by path, the rest summed under cgroup="other").
+# TYPE amd_sld_cgroup_bus_locks gauge
+amd_sld_cgroup_bus_locks{cgroup="unknown"} 1000
 "#
+        );
+    }
+
+    #[test]
+    fn cgroup_labels_are_bounded_the_rest_summed_as_other() {
+        // 12 processes in 12 cgroups, the one of pid p with p bus locks, plus a second
+        // process in the heaviest cgroup.
+        let mut offenders: Vec<Offender> = (1..=12)
+            .map(|p| {
+                Offender::parse(&format!(
+                    "pid={p} comm=x bus_locks={p} guest=0 first_ms=1 last_ms=1 cgroup={p}"
+                ))
+                .unwrap()
+            })
+            .collect();
+        offenders.push(
+            Offender::parse("pid=99 comm=y bus_locks=5 guest=0 first_ms=1 last_ms=1 cgroup=12")
+                .unwrap(),
+        );
+        let pairs: Vec<(u64, String)> = (1..=12).map(|p| (p, format!("/c{p}"))).collect();
+        let pairs: Vec<(u64, &str)> = pairs.iter().map(|(p, n)| (*p, n.as_str())).collect();
+        let cgroups = Cgroups::from_pairs(&pairs);
+        let fake = FakeSysfs::loaded();
+        let snapshot = Snapshot::read(&Sysfs::new(fake.root())).unwrap();
+        let text = render(&snapshot, &OffenderTable::Read(offenders), &cgroups);
+        let per_cgroup: Vec<&str> = text
+            .lines()
+            .filter(|line| line.starts_with("amd_sld_cgroup_bus_locks{"))
+            .collect();
+        assert_eq!(per_cgroup.len(), CGROUP_LABELS + 1, "{text}");
+        assert_eq!(
+            per_cgroup[0],
+            "amd_sld_cgroup_bus_locks{cgroup=\"/c12\"} 17"
+        );
+        // /c1../c4 (1 + 2 + 3 + 4 bus locks) are beyond the first 8.
+        assert_eq!(
+            per_cgroup[CGROUP_LABELS],
+            "amd_sld_cgroup_bus_locks{cgroup=\"other\"} 10"
+        );
+        assert!(
+            text.contains("amd_sld_offender_bus_locks{pid=\"1\",comm=\"x\",cgroup=\"other\"} 1")
+        );
+        assert!(
+            text.contains("amd_sld_offender_bus_locks{pid=\"99\",comm=\"y\",cgroup=\"/c12\"} 5")
         );
     }
 

@@ -260,6 +260,7 @@ mod tests {
             ip,
             count: 1,
             action: Action::Warn,
+            cgroup: 0,
             map: Mapping::new(base.as_bytes(), offset),
         };
         let mut resolver = Resolver::new("/proc");

@@ -51,6 +51,11 @@ impl Sysfs {
         Sysfs { root: root.into() }
     }
 
+    /// The root every path is taken under ("/" on a real host).
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Whether the module is loaded: /sys/module/amd_sld exists.
     pub(crate) fn module_loaded(&self) -> bool {
         self.root.join(MODULE_DIR).is_dir()
