@@ -1072,7 +1072,7 @@ glibc_lll_lock_wait_private_mapped() {
 		"$((ip - off))" "$((fn - foff))"
 	amd-sld events > /tmp/cli
 	cat /tmp/cli
-	grep -E "lockwait \(pid $pid, tid $pid\): 1 bus lock \(bld\), ip $ip in lockwait __lll_lock_wait_private\+0x[0-9a-f]+, warned$" /tmp/cli ||
+	grep -E "lockwait \(pid $pid, tid $pid, cgroup [^)]*\): 1 bus lock \(bld\), ip $ip in lockwait __lll_lock_wait_private\+0x[0-9a-f]+, warned$" /tmp/cli ||
 		fail "amd-sld events does not name lockwait's __lll_lock_wait_private"
 	sym_off=$(sed -n "s/.*(pid $pid, .* __lll_lock_wait_private+\(0x[0-9a-f]*\), warned$/\1/p" /tmp/cli)
 	expect_eq "symbol offset = ip - function" "$((sym_off))" "$((ip - fn))"
