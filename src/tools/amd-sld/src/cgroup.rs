@@ -86,13 +86,21 @@ impl Cgroups {
         self.paths.get(&id).map(String::as_str)
     }
 
-    /// How cgroup `id` is shown: its path, `cgroup-id:N` or `unknown`.
+    /// How cgroup `id` is shown: its path, `cgroup-id:N` or `unknown`. The path is escaped
+    /// (see [`shown`]): whoever may create a cgroup (a delegated subtree, a rootless
+    /// container) chooses its name, and must not be able to write to root's terminal.
     pub(crate) fn name(&self, id: u64) -> String {
         match (id, self.path(id)) {
             (0, _) => UNKNOWN.to_owned(),
-            (_, Some(path)) => path.to_owned(),
+            (_, Some(path)) => shown(path),
             (_, None) => format!("cgroup-id:{id}"),
         }
+    }
+
+    /// Adds what a new scan finds to what is known: a cgroup removed since keeps its path
+    /// (kernfs IDs are not reused on 64-bit kernels), so older records still name it.
+    pub(crate) fn merge(&mut self, newer: Cgroups) {
+        self.paths.extend(newer.paths);
     }
 
     /// Whether cgroup `id` is `prefix` or below it, path component by component
@@ -103,6 +111,23 @@ impl Cgroups {
         };
         is_under(path, prefix)
     }
+}
+
+/// `path` with control characters (C0, DEL, C1) and backslashes as `\xNN`, byte by byte,
+/// as the kernel escapes a task's comm: the kernel refuses only a newline in a cgroup's name.
+fn shown(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        if c.is_control() || c == '\\' {
+            let mut utf8 = [0u8; 4];
+            for byte in c.encode_utf8(&mut utf8).bytes() {
+                out.push_str(&format!("\\x{byte:02x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Whether `path` is `prefix` or below it, by components.
@@ -162,6 +187,21 @@ mod tests {
         assert!(!is_under("/ab", "/a"));
         assert!(is_under("/x", "/"));
         assert!(!is_under("/a", "/a/b"));
+    }
+
+    #[test]
+    fn names_cannot_reach_the_terminal_raw() {
+        let cgroups = Cgroups::from_pairs(&[(9, "/evil\x1b[2J\r/a\\b\u{9b}31m")]);
+        assert_eq!(cgroups.name(9), "/evil\\x1b[2J\\x0d/a\\x5cb\\xc2\\x9b31m");
+        assert!(cgroups.is_under(9, "/evil\x1b[2J\r"));
+    }
+
+    #[test]
+    fn a_merge_keeps_removed_cgroups() {
+        let mut cgroups = Cgroups::from_pairs(&[(7, "/gone")]);
+        cgroups.merge(Cgroups::from_pairs(&[(8, "/new")]));
+        assert_eq!(cgroups.name(7), "/gone");
+        assert_eq!(cgroups.name(8), "/new");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! load. A follower that polls too slowly for a storm misses records; the seq gap says how
 //! many, and that loss is always printed, never skipped over.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
@@ -143,6 +144,8 @@ pub(crate) struct Printer<'a> {
     /// Scan the cgroup2 mount again when a record names a cgroup not seen yet (one made
     /// since the last scan, with `--follow`).
     rescan: bool,
+    /// Cgroup IDs a rescan has already looked for.
+    cgroups_looked_for: HashSet<u64>,
     out: &'a mut dyn Write,
     notices: &'a mut dyn Write,
     /// Names the code of each record shown (not with `raw`).
@@ -162,6 +165,7 @@ impl<'a> Printer<'a> {
             cgroups: Cgroups::default(),
             cgroup_prefix: None,
             rescan: false,
+            cgroups_looked_for: HashSet::new(),
             out,
             notices,
             resolver: None,
@@ -194,15 +198,29 @@ impl<'a> Printer<'a> {
         self
     }
 
-    /// Scans again if one of `batch`'s cgroups has no path yet.
+    /// Scans again if one of `batch`'s cgroups has no path yet and was not looked for
+    /// before: a cgroup removed before it was ever seen (an exited pod) or outside this
+    /// tool's cgroup namespace costs one scan, not one per poll.
     fn refresh_cgroups(&mut self, sysfs: &Sysfs, batch: &[Event]) {
-        if self.rescan
-            && batch
-                .iter()
-                .any(|event| event.cgroup != 0 && self.cgroups.path(event.cgroup).is_none())
-        {
-            self.cgroups = Cgroups::scan(sysfs);
+        if !self.rescan {
+            return;
         }
+        let mut unresolved = batch
+            .iter()
+            .map(|event| event.cgroup)
+            .filter(|&id| id != 0 && self.cgroups.path(id).is_none())
+            .peekable();
+        if unresolved.peek().is_none() {
+            return;
+        }
+        let unseen: Vec<u64> = unresolved
+            .filter(|id| !self.cgroups_looked_for.contains(id))
+            .collect();
+        if unseen.is_empty() {
+            return;
+        }
+        self.cgroups_looked_for.extend(unseen);
+        self.cgroups.merge(Cgroups::scan(sysfs));
     }
 
     fn notice(&mut self, text: &str) -> Result<(), Failure> {

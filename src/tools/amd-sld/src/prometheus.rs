@@ -21,9 +21,10 @@ use crate::sysfs::Sysfs;
 /// The label value for something this module version does not report.
 const UNKNOWN: &str = "unknown";
 
-/// Cgroups exported by name: the ones with the most bus locks in the offender table. The
-/// rest are summed under [`OTHER_CGROUP`], so that a host with many containers adds at most
-/// this many + 1 series per family (the offender table itself holds 16 processes).
+/// Cgroups exported by name in `amd_sld_cgroup_bus_locks`: the ones with the most bus locks
+/// in the offender table. The rest are summed under [`OTHER_CGROUP`], so that a host with
+/// many containers adds at most this many + 1 series (the offender family is bounded by the
+/// table itself: 16 processes, each labelled with its own cgroup).
 pub(crate) const CGROUP_LABELS: usize = 8;
 
 /// The `cgroup` label of every cgroup beyond the first [`CGROUP_LABELS`].
@@ -165,12 +166,16 @@ pub(crate) fn render(snapshot: &Snapshot, offenders: &OffenderTable, cgroups: &C
             let cgroup_labels = bounded_cgroup_labels(offenders, cgroups);
             let samples: Vec<(String, String)> = offenders
                 .iter()
-                .zip(&cgroup_labels)
-                .map(|(offender, cgroup)| {
+                .map(|offender| {
                     let pid = offender.pid.to_string();
                     let comm = offender.comm.to_string();
+                    // The offender's own path, not the bounded label: the family holds at
+                    // most 16 series whatever the labels, and a label that turned into
+                    // "other" when its cgroup fell out of the top 8 would start a new
+                    // series and break rate().
+                    let cgroup = cgroups.name(offender.cgroup);
                     (
-                        labels(&[("pid", &pid), ("comm", &comm), ("cgroup", cgroup)]),
+                        labels(&[("pid", &pid), ("comm", &comm), ("cgroup", &cgroup)]),
                         offender.bus_locks.to_string(),
                     )
                 })
@@ -400,9 +405,8 @@ amd_sld_cgroup_bus_locks{cgroup="unknown"} 1000
             per_cgroup[CGROUP_LABELS],
             "amd_sld_cgroup_bus_locks{cgroup=\"other\"} 10"
         );
-        assert!(
-            text.contains("amd_sld_offender_bus_locks{pid=\"1\",comm=\"x\",cgroup=\"other\"} 1")
-        );
+        // Offenders keep their own cgroup, summed under "other" only per cgroup.
+        assert!(text.contains("amd_sld_offender_bus_locks{pid=\"1\",comm=\"x\",cgroup=\"/c1\"} 1"));
         assert!(
             text.contains("amd_sld_offender_bus_locks{pid=\"99\",comm=\"y\",cgroup=\"/c12\"} 5")
         );

@@ -188,10 +188,17 @@ fn render(rows: &[Row], rates: &[Option<f64>], now_ms: u64, by: GroupBy, full: b
         .collect();
     let mut out = table::render(&columns, &cells);
     if full {
-        out.push_str(
-            "(table full: a process may have inherited the count of the one it replaced, \
-             so counts can be over-estimated by at most the smallest count shown)\n",
-        );
+        out.push_str(match by {
+            GroupBy::Process => {
+                "(table full: a process may have inherited the count of the one it replaced, \
+                 so counts can be over-estimated by at most the smallest count shown)\n"
+            }
+            GroupBy::Cgroup => {
+                "(table full: a process may have inherited the count of the one it replaced, \
+                 so a row can be over-estimated by at most the smallest process count, once \
+                 per process in it)\n"
+            }
+        });
     }
     out
 }
