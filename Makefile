@@ -27,7 +27,7 @@ KCC := $(if $(shell grep -sx 'CONFIG_CC_IS_CLANG=y' $(KDIR)/.config),clang)
 KBUILD_VARS := $(if $(KCC),CC=$(KCC)) RUSTC=$(KRUSTC) HOSTRUSTC=$(KRUSTC) CLIPPY_DRIVER=$(KCLIPPY) BINDGEN=$(BINDGEN) \
 	AMD_SLD_WERROR=$(WERROR) $(if $(CLIPPY),CLIPPY=1)
 
-.PHONY: all module module-sources rust-headers setup kernel check host-test lint vmtest demo stress bench dkms-build install clean help
+.PHONY: all module module-sources rust-headers setup kernel check host-test lint vmtest demo stress bench profile-trap dkms-build install clean help
 
 all module: $(KO)
 
@@ -91,6 +91,9 @@ stress:
 bench:
 	scripts/bench
 
+profile-trap:
+	scripts/profile-trap
+
 dkms-build:
 	scripts/dkms-build
 
@@ -110,5 +113,6 @@ help:
 	@echo "make install                     install amd_sld.ko for the running kernel"
 	@echo "make rust-headers [KVER=...]     prepare the rust/ metadata a CONFIG_RUST kernel's headers lack (Debian 7.x; root)"
 	@echo "make stress                      reliability: host fuzzing + VM suite on the debug kernel (~18 min)"
-	@echo "make bench                       amd_sld beside mainline 7.2 on the emulated CPU; rewrites docs/performance.md"
+	@echo "make bench                       amd_sld beside the kernel's own handler (6.12, 7.2) on the emulated CPU; rewrites docs/performance.md"
+	@echo "make profile-trap                instructions of one handled trap by function, amd_sld and 6.12's own handler"
 	@echo "make dkms-build                  dkms add + build against the test kernel, in a private DKMS tree"
