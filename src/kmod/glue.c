@@ -184,6 +184,17 @@ int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *offset)
 	return status;
 }
 
+/*
+ * The signal bits the die notifiers before amd_sld asked for on this #DB (ptrace_triggered()
+ * sets them; exc_debug_user() starts them as DR6's DR_STEP), read by amd_sld's notifier to
+ * know whether the kernel still has anything to do after the chain. Same field 5.10..7.2.
+ */
+unsigned long amd_sld_current_virtual_dr6(void);
+unsigned long amd_sld_current_virtual_dr6(void)
+{
+	return current->thread.virtual_dr6;
+}
+
 /* user_mode() is a static inline; pt_regs' cs moved into a union with FRED (6.9). */
 bool amd_sld_user_mode(const struct pt_regs *regs);
 bool amd_sld_user_mode(const struct pt_regs *regs)

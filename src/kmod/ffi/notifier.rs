@@ -31,11 +31,17 @@ pub(super) struct NotifierSlot {
 
 impl NotifierSlot {
     pub(super) const fn new() -> Self {
+        Self::with_priority(0)
+    }
+
+    /// A block that its chain calls before the blocks of lower `priority`, and after those
+    /// of the same priority registered before it.
+    pub(super) const fn with_priority(priority: c_int) -> Self {
         NotifierSlot {
             block: KernelOwned::new(bindings::notifier_block {
                 notifier_call: None,
                 next: ptr::null_mut(),
-                priority: 0,
+                priority,
             }),
             taken: AtomicBool::new(false),
         }
