@@ -224,9 +224,14 @@ pub(crate) fn show_events(out: &mut SliceWriter<'_>) -> fmt::Result {
 /// the `top` file.
 /// Fails (`E2BIG` for the reader) if the merge's buffer cannot be allocated.
 pub(crate) fn show_top(out: &mut SliceWriter<'_>) -> fmt::Result {
-    let mut sketches = 0;
-    PER_CPU.for_each_cpu(|_, _| sketches += CONTEXTS);
-    let mut buffer = KVec::from_elem(Candidate::default(), sketches * TOP_LEN, flags::GFP_KERNEL)
+    // Room for every entry in use: usually a few sketches' worth, not one per CPU. Slots
+    // only ever fill; some slack covers those filled during the read (a candidate beyond
+    // the room would be left out of this read only).
+    let mut entries = 2 * TOP_LEN;
+    PER_CPU.for_each_cpu(|_, records| {
+        entries += records.tops.iter().map(TopSketch::occupied).sum::<usize>();
+    });
+    let mut buffer = KVec::from_elem(Candidate::default(), entries, flags::GFP_KERNEL)
         .map_err(|_| fmt::Error)?;
     let mut merge = TopMerge::new(&mut buffer);
     PER_CPU.for_each_cpu(|_, records| records.tops.iter().for_each(|top| merge.see(top)));

@@ -606,6 +606,14 @@ impl<const K: usize> TopSketch<K> {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Entries in use (a sketch fills up and never empties): the room a merge needs.
+    pub fn occupied(&self) -> usize {
+        self.slots
+            .iter()
+            .filter(|slot| slot.sequence.load(Ordering::Relaxed) != 0)
+            .count()
+    }
+
     /// A copy of every entry (a slot being written is read again, a few times at most).
     fn snapshot(&self) -> [Option<Offender>; K] {
         let mut table = [None; K];
@@ -634,7 +642,8 @@ pub struct Candidate {
 }
 
 /// Merges [`TopSketch`]es (one per CPU and context) into the `K` processes with the most
-/// bus locks, in a buffer the caller provides (`K` entries per sketch).
+/// bus locks, in a buffer the caller provides (room for the sketches'
+/// [`occupied`](TopSketch::occupied) entries, counted first: slots only ever fill).
 ///
 /// A process absent from a sketch had at most that sketch's minimum bus locks there, so
 /// its merged count is the sum of its counts where present plus the minimums of the
