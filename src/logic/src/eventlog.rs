@@ -341,19 +341,24 @@ impl<const N: usize> EventRing<N> {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Calls `visit` with the key and a copy of every readable record, in slot order.
-    fn for_each_record(&self, cpu: u32, ring: u8, mut visit: impl FnMut(Key, Event)) {
+    /// Calls `visit` for every slot that holds a record, in slot order: with its key and a
+    /// copy, or `None` if a writer is replacing it at that instant (with a newer record).
+    fn for_each_record(&self, cpu: u32, ring: u8, mut visit: impl FnMut(Option<(Key, Event)>)) {
         for (slot, map) in self.slots.iter().zip(&self.maps) {
-            if let Some((sequence, words)) = slot.read() {
-                let seq = sequence / 2 - 1;
-                let event = Event {
-                    map: map
-                        .read()
-                        .filter(|&(tag, _)| tag == sequence)
-                        .and_then(|(_, words)| unpack_mapping(words)),
-                    ..unpack_event(seq, words)
-                };
-                visit((words[0], cpu, ring, seq), event);
+            match slot.read() {
+                Some((sequence, words)) => {
+                    let seq = sequence / 2 - 1;
+                    let event = Event {
+                        map: map
+                            .read()
+                            .filter(|&(tag, _)| tag == sequence)
+                            .and_then(|(_, words)| unpack_mapping(words)),
+                        ..unpack_event(seq, words)
+                    };
+                    visit(Some(((words[0], cpu, ring, seq), event)));
+                }
+                None if slot.sequence.load(Ordering::Relaxed) != 0 => visit(None),
+                None => {}
             }
         }
     }
@@ -389,10 +394,18 @@ impl Horizon {
     }
 }
 
-/// The newest `M` records of many rings, below a [`Horizon`], merged in [`Key`] order.
+/// The newest `M` records of many rings, merged in [`Key`] order, of which those below a
+/// [`Horizon`] are shown.
+///
+/// The `M` are chosen among every record, those at or past the horizon and those being
+/// written (a slot being replaced counts as a record newer than all) included, and only
+/// then are those hidden: so the oldest record chosen never goes back from one read to
+/// the next (a ring only replaces a record with a newer one), and a record that was too
+/// old to be chosen by one read is never shown by a later one, after newer ones of other
+/// rings. Hence a follower that prints each new record sees them in key order.
 pub struct Newest<const M: usize> {
     horizon: Key,
-    kept: [Option<(Key, Event)>; M],
+    kept: [Option<(Key, Option<Event>)>; M],
 }
 
 impl<const M: usize> Newest<M> {
@@ -408,21 +421,22 @@ impl<const M: usize> Newest<M> {
     pub fn collect<const N: usize>(&mut self, cpu: u32, ring: u8, log: &EventRing<N>) {
         let horizon = self.horizon;
         let kept = &mut self.kept;
-        log.for_each_record(cpu, ring, |key, event| {
-            if key >= horizon {
-                return;
-            }
+        log.for_each_record(cpu, ring, |record| {
+            let (key, shown) = match record {
+                Some((key, event)) => (key, (key < horizon).then_some(event)),
+                None => ((u64::MAX, cpu, ring, u64::MAX), None),
+            };
             // An empty place, else the oldest kept if this one is newer.
             if let Some(free) = kept.iter().position(Option::is_none) {
-                kept[free] = Some((key, event));
+                kept[free] = Some((key, shown));
             } else if let Some((index, oldest)) = kept
                 .iter()
                 .enumerate()
-                .filter_map(|(i, entry)| entry.map(|(k, _)| (i, k)))
+                .filter_map(|(i, entry)| entry.as_ref().map(|(k, _)| (i, *k)))
                 .min_by_key(|&(_, k)| k)
             {
                 if key > oldest {
-                    kept[index] = Some((key, event));
+                    kept[index] = Some((key, shown));
                 }
             }
         });
@@ -431,21 +445,35 @@ impl<const M: usize> Newest<M> {
     /// Puts the records kept in order, oldest first (the empty places last).
     fn sort(&mut self) {
         self.kept.sort_unstable_by_key(|entry| {
-            entry.map_or((u64::MAX, u32::MAX, u8::MAX, u64::MAX), |(key, _)| key)
+            entry
+                .as_ref()
+                .map_or((u64::MAX, u32::MAX, u8::MAX, u64::MAX), |(key, _)| *key)
         });
     }
 
-    /// The records kept, oldest first.
+    /// The records shown, oldest first.
     pub fn sorted(mut self) -> [Option<Event>; M] {
         self.sort();
-        self.kept.map(|entry| entry.map(|(_, event)| event))
+        let mut out = [None; M];
+        for (place, event) in out
+            .iter_mut()
+            .zip(self.kept.iter().flatten().filter_map(|(_, event)| *event))
+        {
+            *place = Some(event);
+        }
+        out
     }
 
     /// Writes the newest records that fit in `room` bytes, one line each, oldest first.
     /// Sorts in place: no second copy of the records (a kernel stack reads this).
     pub fn write_lines(mut self, out: &mut impl Write, room: usize) -> fmt::Result {
         self.sort();
-        let events = || self.kept.iter().flatten().map(|(_, event)| event);
+        let events = || {
+            self.kept
+                .iter()
+                .flatten()
+                .filter_map(|(_, event)| event.as_ref())
+        };
         let mut lengths = [0usize; M];
         for (length, event) in lengths.iter_mut().zip(events()) {
             let mut counter = LineLength(0);
@@ -555,13 +583,14 @@ impl<const K: usize> TopSketch<K> {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
+        let hint = self.last.load(Ordering::Relaxed) as usize % K;
+        if self.add_again(hint, pid, comm, guest, cgroup, count, now_ms) {
+            self.writer.store(false, Ordering::Release);
+            return;
+        }
         // With the writer flag held, no slot is being written: every read succeeds.
         let current = |index: usize| self.slots[index].read().map(|(_, w)| unpack_offender(w));
-        let hint = self.last.load(Ordering::Relaxed) as usize % K;
-        let mine = current(hint)
-            .filter(|o| o.pid == pid)
-            .map(|o| (hint, o))
-            .or_else(|| (0..K).find_map(|i| current(i).filter(|o| o.pid == pid).map(|o| (i, o))));
+        let mine = (0..K).find_map(|i| current(i).filter(|o| o.pid == pid).map(|o| (i, o)));
         let (index, updated) = match mine {
             Some((index, old)) => (
                 index,
@@ -599,6 +628,40 @@ impl<const K: usize> TopSketch<K> {
         slot.fill(even + 1, &pack_offender(&updated));
         self.last.store(index as u64, Ordering::Relaxed);
         self.writer.store(false, Ordering::Release);
+    }
+
+    /// The fast path of [`add`](Self::add), writer flag held: if slot `index` is process
+    /// `pid`'s (the one updated last, usually), updates only the words that change.
+    #[allow(clippy::too_many_arguments)]
+    fn add_again(
+        &self,
+        index: usize,
+        pid: i32,
+        comm: Comm,
+        guest: bool,
+        cgroup: u64,
+        count: u64,
+        now_ms: u64,
+    ) -> bool {
+        let slot = &self.slots[index];
+        let even = slot.sequence.load(Ordering::Relaxed);
+        let id = slot.words[0].load(Ordering::Relaxed);
+        if even == 0 || id as u32 as i32 != pid {
+            return false;
+        }
+        let [comm0, comm1] = pack_comm(&comm);
+        let bus_locks = slot.words[3].load(Ordering::Relaxed).saturating_add(count);
+        slot.sequence.store(even + 1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        let words = &slot.words;
+        words[0].store(id | if guest { GUEST } else { 0 }, Ordering::Relaxed);
+        words[1].store(comm0, Ordering::Relaxed);
+        words[2].store(comm1, Ordering::Relaxed);
+        words[3].store(bus_locks, Ordering::Relaxed);
+        words[5].store(now_ms, Ordering::Relaxed);
+        words[6].store(cgroup, Ordering::Relaxed);
+        slot.sequence.store(even + 2, Ordering::Release);
+        true
     }
 
     /// Updates that could not be applied.
@@ -974,7 +1037,12 @@ mod tests {
                 newest.collect(cpu as u32, 0, ring);
             }
             let kept: Vec<(Key, Event)> = {
-                let mut k: Vec<_> = newest.kept.iter().flatten().copied().collect();
+                let mut k: Vec<_> = newest
+                    .kept
+                    .iter()
+                    .flatten()
+                    .filter_map(|(key, event)| event.map(|e| (*key, e)))
+                    .collect();
                 k.sort_by_key(|(key, _)| *key);
                 k
             };
@@ -1032,7 +1100,13 @@ mod tests {
             for (cpu, ring) in rings.iter().enumerate() {
                 newest.collect(cpu as u32, 0, ring);
             }
-            let mut keys: Vec<Key> = newest.kept.iter().flatten().map(|(k, _)| *k).collect();
+            let mut keys: Vec<Key> = newest
+                .kept
+                .iter()
+                .flatten()
+                .filter(|(_, event)| event.is_some())
+                .map(|(k, _)| *k)
+                .collect();
             keys.sort();
             for key in keys {
                 if seen.insert(key) {
