@@ -782,7 +782,7 @@ impl<'b> TopMerge<'b> {
                 .map(|c| c.sketch_min)
                 .fold(0, u64::saturating_add);
             let merged = present.saturating_add(self.min_sum.saturating_sub(mins));
-            let rank = |entry: &Option<(i32, u64)>| entry.map(|(pid, n)| (n, -(pid as i64)));
+            let rank = |entry: &Option<(i32, u64)>| entry.map(|(pid, n)| (n, -i64::from(pid)));
             let candidate = Some((first.pid, merged));
             // Replace the smallest kept (an empty place first) if this one ranks above it.
             if let Some(smallest) = top.iter_mut().min_by_key(|e| rank(e)) {
@@ -793,7 +793,7 @@ impl<'b> TopMerge<'b> {
         }
         top.sort_unstable_by(|a, b| {
             let key =
-                |e: &Option<(i32, u64)>| e.map_or((0, i64::MIN), |(pid, n)| (n, -(pid as i64)));
+                |e: &Option<(i32, u64)>| e.map_or((0, i64::MIN), |(pid, n)| (n, -i64::from(pid)));
             key(b).cmp(&key(a))
         });
         top
