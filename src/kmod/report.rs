@@ -133,7 +133,7 @@ impl Recording {
             return;
         };
         let (tid, pid) = ffi::current_ids();
-        let comm = Comm::new(&ffi::current_comm());
+        let comm = Comm::from_raw(ffi::current_comm());
         let cgroup = ffi::current_cgroup_id();
         let ms = self.now_ns / 1_000_000;
         writing.finish(

@@ -68,20 +68,16 @@ pub(crate) fn current_mm() -> u64 {
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).
 pub(crate) const COMM_LEN: usize = 16;
 
-/// The current task's name, NUL-terminated and NUL-padded, read as `get_task_comm()` reads
-/// it since Linux 6.13 (include/linux/sched.h): a copy without the task lock, padded after
-/// the first NUL. `__set_task_comm()` writes the name with `strscpy_pad()`, so it is always
-/// terminated; a rename racing with the copy can mix two names, which upstream accepts
-/// ("User space can randomly change their names anyway, so locking for readers doesn't
-/// make sense"). Lock-free, hence safe in any context, NMI included, and the same on every
-/// kernel.
+/// The current task's name, the 16 bytes as read, as `get_task_comm()` reads it since Linux
+/// 6.13 (include/linux/sched.h): a copy without the task lock. `__set_task_comm()` writes
+/// the name with `strscpy_pad()`, so it is always terminated; a rename racing with the copy
+/// can mix two names (and leave bytes after the first NUL), which upstream accepts ("User
+/// space can randomly change their names anyway, so locking for readers doesn't make
+/// sense"): callers cut at the first NUL (`Comm::from_raw`, `until_nul`). Lock-free, hence
+/// safe in any context, NMI included, and the same on every kernel.
 pub(crate) fn current_comm() -> [u8; COMM_LEN] {
     // SAFETY: `current` is valid while it runs; `comm` is a fixed array of `COMM_LEN` bytes.
-    let mut comm = unsafe { (*bindings::get_current()).comm };
-    if let Some(end) = comm.iter().position(|&byte| byte == 0) {
-        comm[end..].fill(0);
-    }
-    comm
+    unsafe { (*bindings::get_current()).comm }
 }
 
 /// The current task's thread ID and thread-group ID.

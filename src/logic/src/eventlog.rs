@@ -22,7 +22,7 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
-use crate::record::{Action, Comm, Event, Mapping, Offender, Source, COMM_LEN, MAP_NAME_LEN};
+use crate::record::{Action, Comm, Event, Mapping, Offender, Source, MAP_NAME_LEN};
 
 /// Events shown by the kernel module: the newest this many are readable. Each ring keeps
 /// as many, so that the newest of all are there even when one CPU wrote all of them.
@@ -32,21 +32,12 @@ pub const TOP_LEN: usize = 16;
 
 /// A [`Comm`] packed into two words.
 fn pack_comm(comm: &Comm) -> [u64; 2] {
-    let mut words = [0u64; 2];
-    for (word, chunk) in words.iter_mut().zip(comm.0.chunks(COMM_LEN / 2)) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        *word = u64::from_le_bytes(bytes);
-    }
-    words
+    let value = u128::from_le_bytes(comm.0);
+    [value as u64, (value >> 64) as u64]
 }
 
-fn unpack_comm(words: [u64; 2]) -> Comm {
-    let mut comm = [0u8; COMM_LEN];
-    for (chunk, word) in comm.chunks_mut(COMM_LEN / 2).zip(words) {
-        chunk.copy_from_slice(&word.to_le_bytes());
-    }
-    Comm(comm)
+fn unpack_comm([low, high]: [u64; 2]) -> Comm {
+    Comm((u128::from(low) | u128::from(high) << 64).to_le_bytes())
 }
 
 const SOURCE_PMU: u64 = 1 << 32;
@@ -124,22 +115,13 @@ fn unpack_event(seq: u64, words: [u64; EVENT_WORDS]) -> Event {
 const MAP_WORDS: usize = MAP_NAME_LEN / 8 + 1;
 
 fn pack_mapping(mapping: &Mapping) -> [u64; MAP_WORDS] {
-    let mut words = [0u64; MAP_WORDS];
-    for (word, chunk) in words.iter_mut().zip(mapping.name.chunks(8)) {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(chunk);
-        *word = u64::from_le_bytes(bytes);
-    }
-    words[MAP_WORDS - 1] = mapping.offset;
-    words
+    let [a, b, c, d] = crate::mapcache::name_words(&mapping.name);
+    [a, b, c, d, mapping.offset]
 }
 
 fn unpack_mapping(words: [u64; MAP_WORDS]) -> Option<Mapping> {
-    let mut name = [0u8; MAP_NAME_LEN];
-    for (chunk, word) in name.chunks_mut(8).zip(words) {
-        chunk.copy_from_slice(&word.to_le_bytes());
-    }
-    Mapping::new(&name, words[MAP_WORDS - 1])
+    let [a, b, c, d, offset] = words;
+    Mapping::new(&crate::mapcache::name_bytes([a, b, c, d]), offset)
 }
 
 /// A slot of `W` data words guarded by a sequence word: 0 empty, odd while written.

@@ -23,6 +23,31 @@ use crate::record::{Mapping, MAP_NAME_LEN};
 /// Words of the entry: mm, tgid, start, end, file offset of start, the name.
 const WORDS: usize = 5 + MAP_NAME_LEN / 8;
 
+/// A mapping's name as 4 words, little-endian (the order of the slots of src/logic
+/// eventlog.rs too).
+pub fn name_words(name: &[u8; MAP_NAME_LEN]) -> [u64; 4] {
+    let (low, high) = name.split_at(16);
+    let low = u128::from_le_bytes(low.try_into().unwrap_or([0; 16]));
+    let high = u128::from_le_bytes(high.try_into().unwrap_or([0; 16]));
+    [
+        low as u64,
+        (low >> 64) as u64,
+        high as u64,
+        (high >> 64) as u64,
+    ]
+}
+
+/// The inverse of [`name_words`].
+pub fn name_bytes([a, b, c, d]: [u64; 4]) -> [u8; MAP_NAME_LEN] {
+    let low = (u128::from(a) | u128::from(b) << 64).to_le_bytes();
+    let high = (u128::from(c) | u128::from(d) << 64).to_le_bytes();
+    let mut name = [0u8; MAP_NAME_LEN];
+    let (first, second) = name.split_at_mut(16);
+    first.copy_from_slice(&low);
+    second.copy_from_slice(&high);
+    name
+}
+
 /// What a lookup found, to cache: the VMA's range and the file offset of its start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Vma {
@@ -82,31 +107,27 @@ impl MapCache {
             return None;
         }
         let word = |i: usize| self.words[i].load(Ordering::Relaxed);
-        // Compare the key first: a miss reads three words.
+        // The key and the range first: a miss reads at most four words.
         if word(0) != mm || word(1) != u64::from(tgid as u32) {
             return None;
         }
-        let mut name = [0u8; MAP_NAME_LEN];
-        for (chunk, i) in name.chunks_mut(8).zip(5..) {
-            chunk.copy_from_slice(&word(i).to_le_bytes());
-        }
-        let vma = Vma {
-            mm,
-            tgid,
-            start: word(2),
-            end: word(3),
-            file_offset: word(4),
-            name,
-        };
-        fence(Ordering::Acquire);
-        if self.sequence.load(Ordering::Relaxed) != before {
+        let (start, end) = (word(2), word(3));
+        if ip < start || ip >= end {
             return None;
         }
-        vma.mapping_of(ip)
+        let offset = ip - start + word(4);
+        let name = name_bytes([word(5), word(6), word(7), word(8)]);
+        fence(Ordering::Acquire);
+        // A name was checked non-empty when cached (`fill`).
+        (self.sequence.load(Ordering::Relaxed) == before).then_some(Mapping { name, offset })
     }
 
-    /// Caches `vma`; false (nothing changed) if another writer is at work.
+    /// Caches `vma`; false (nothing changed) if another writer is at work, or its name is
+    /// empty (no mapping to name).
     pub fn fill(&self, vma: &Vma) -> bool {
+        if vma.name[0] == 0 {
+            return false;
+        }
         let current = self.sequence.load(Ordering::Relaxed);
         if current % 2 == 1
             || self
@@ -117,22 +138,18 @@ impl MapCache {
             return false;
         }
         fence(Ordering::Release);
-        let mut words = [
+        let [a, b, c, d] = name_words(&vma.name);
+        let words = [
             vma.mm,
             u64::from(vma.tgid as u32),
             vma.start,
             vma.end,
             vma.file_offset,
-            0,
-            0,
-            0,
-            0,
+            a,
+            b,
+            c,
+            d,
         ];
-        for (word, chunk) in words[5..].iter_mut().zip(vma.name.chunks(8)) {
-            let mut bytes = [0u8; 8];
-            bytes.copy_from_slice(chunk);
-            *word = u64::from_le_bytes(bytes);
-        }
         for (slot, word) in self.words.iter().zip(words) {
             slot.store(word, Ordering::Relaxed);
         }
