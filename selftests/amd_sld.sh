@@ -350,7 +350,7 @@ event_record_format_and_attribution() {
 	expect_eq "seq numbers per ring" "$(ring_seq_gaps /tmp/events)" ""
 	expect_eq "each ring's first record numbered 0" \
 		"$(sed 's/^seq=\([0-9]*\) ms=[0-9]* cpu=\([0-9]*\) .* source=\([a-z]*\) .*/\2\/\3 \1/' /tmp/events |
-			sort -s -u -k1,1 | awk '{n += 1; s += $2} END {print s}')" 0
+			awk '!($1 in first) {first[$1] = $2} END {for (r in first) s += first[r]; print s + 0}')" 0
 	expect_eq "first offender's events" "$(grep -c " pid=$pid tid=$pid comm=buslock source=bld guest=0 .* count=1 action=warn" /tmp/events)" 5
 	expect_eq "killed event" "$(grep -c ' action=kill cgroup=[0-9]* map=' /tmp/events)" 1
 	expect_eq "third offender's events" "$(grep -c " pid=$pid3 .*action=warn" /tmp/events)" 3
@@ -510,7 +510,7 @@ cgroup_recorded_and_resolved_by_the_cli() {
 	out=$(sh -c "echo \$\$ > $mnt$cg/cgroup.procs && exec $run") || fail "buslock in $cg failed: $out"
 	pid=$(field pid "$out")
 	echo "buslock/$pid ran in $cg (cgroup ID $id), source $(counter source)"
-	records=$(grep -c " pid=$pid .* cgroup=$id$" $SYS/events)
+	records=$(grep -c " pid=$pid .* cgroup=$id " $SYS/events)
 	[ "$records" -ge 1 ] || fail "no record of pid $pid with cgroup=$id: $(cat $SYS/events)"
 	[ "$(counter source)" = pmu ] || expect_eq "records of pid $pid with cgroup=$id" "$records" 4
 	locks=$(sed -n "s/^pid=$pid comm=buslock bus_locks=\([0-9]*\) .* cgroup=$id$/\1/p" $SYS/top)
@@ -994,10 +994,15 @@ incident_case() { # source
 		ip=$(echo "$line" | sed 's/.*address: //')
 		echo "trap at $ip, wait loop at $fn"
 		[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 256)) ] || fail "trap IP $ip is not in the wait loop at $fn"
-		expect_eq "traps taken" "$(grep -c " pid=$pid .*source=bld .*count=1 action=warn" $SYS/events)" 32
-		# Each record names the file of its IP, looked up by the task's own work.
+		# Every record shown is one of its traps: the newest 32, or as many as fit in the
+		# page (30 lines of this length).
+		shown=$(wc -l < $SYS/events)
+		[ "$shown" -ge 30 ] || fail "only $shown records shown"
+		expect_eq "traps taken" "$(grep -c " pid=$pid .*source=bld .*count=1 action=warn" $SYS/events)" "$shown"
+		# Each record names the file of its IP, looked up by the task's own work or found in
+		# its CPU's cache of the last lookup.
 		expect_eq "trap records naming lockwait and the offset of their IP" \
-			"$(grep -c " pid=$pid .*source=bld .* map=lockwait+0x[0-9a-f]*$" $SYS/events)" 32
+			"$(grep -c " pid=$pid .*source=bld .* map=lockwait+0x[0-9a-f]*$" $SYS/events)" "$shown"
 	else
 		dmesg | grep -qE "amd_sld: PMU: lockwait/$pid caused [0-9]+ bus locks$" || fail "no PMU line naming lockwait/$pid"
 		# Each sample's user IP: where the CPU was in user mode, or the one its entry into
