@@ -18,13 +18,13 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::alloc::{flags, KVec};
 
 use crate::eventlog::{
-    Candidate, EventRing, Horizon, Newest, RecordId, TopDetails, TopMerge, TopSketch, Writing,
-    EVENT_LOG_LEN, TOP_LEN,
+    Candidate, EventRing, Horizon, Newest, PackedMapping, RecordId, TopDetails, TopMerge,
+    TopSketch, Writing, EVENT_LOG_LEN, TOP_LEN,
 };
 use crate::ffi;
 use crate::fmtbuf::SliceWriter;
 use crate::mapcache::MapCache;
-use crate::record::{Action, Comm, Event, Mapping, Source};
+use crate::record::{Action, Comm, Event, Source};
 
 /// The writers of a CPU: each has its own ring and sketch there.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,9 @@ pub(crate) struct Recording {
     place: Option<(&'static CpuRecords, Writing<'static, EVENT_LOG_LEN>)>,
     context: Context,
     cpu: u32,
+    /// The current task's thread and thread-group IDs, read once.
+    tid: i32,
+    tgid: i32,
     now_ns: u64,
 }
 
@@ -86,10 +89,13 @@ pub(crate) fn begin(context: Context) -> Recording {
     let place = PER_CPU
         .this_cpu()
         .map(|records| (records, records.rings[context as usize].begin()));
+    let (tid, tgid) = ffi::current_ids();
     Recording {
         place,
         context,
         cpu: ffi::this_cpu(),
+        tid,
+        tgid,
         now_ns: ffi::now_ns(),
     }
 }
@@ -115,28 +121,27 @@ impl Recording {
 
     /// The mapping of `ip` in the current task, if this CPU's last lookup was of the same
     /// process and its range holds `ip` (src/logic mapcache.rs: the staleness rule).
-    pub(crate) fn cached_mapping(&self, ip: u64) -> Option<Mapping> {
+    pub(crate) fn cached_mapping(&self, ip: u64) -> Option<PackedMapping> {
         if ip == 0 {
             return None;
         }
         let (records, _) = self.place.as_ref()?;
-        let (_, tgid) = ffi::current_ids();
-        records.maps.lookup(ffi::current_mm(), tgid, ip)
+        records.maps.lookup_packed(ffi::current_mm(), self.tgid, ip)
     }
 
     /// Writes the record: `sighting`, attributed to the current task, with what was done
     /// about it and, if known already, the mapping of its IP; and counts it in the top
     /// table.
-    pub(crate) fn finish(self, sighting: &Sighting, action: Action, map: Option<Mapping>) {
+    pub(crate) fn finish(self, sighting: &Sighting, action: Action, map: Option<PackedMapping>) {
         let Some((records, writing)) = self.place else {
             DROPPED_OUTSIDE.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let (tid, pid) = ffi::current_ids();
+        let (tid, pid) = (self.tid, self.tgid);
         let comm = Comm::from_raw(ffi::current_comm());
         let cgroup = ffi::current_cgroup_id();
         let ms = self.now_ns / 1_000_000;
-        writing.finish(
+        writing.finish_packed(
             self.now_ns,
             &Event {
                 seq: 0,
@@ -150,9 +155,10 @@ impl Recording {
                 ip: sighting.ip,
                 count: sighting.count,
                 action,
-                map,
+                map: None,
                 cgroup,
             },
+            map,
         );
         records.tops[self.context as usize].add(
             pid,

@@ -115,8 +115,31 @@ fn unpack_event(seq: u64, words: [u64; EVENT_WORDS]) -> Event {
 const MAP_WORDS: usize = MAP_NAME_LEN / 8 + 1;
 
 fn pack_mapping(mapping: &Mapping) -> [u64; MAP_WORDS] {
-    let [a, b, c, d] = crate::mapcache::name_words(&mapping.name);
-    [a, b, c, d, mapping.offset]
+    PackedMapping::from(mapping).0
+}
+
+/// A [`Mapping`] as the words a ring stores: the name's 4 words, then the offset. What the
+/// CPU's mapping cache hands the #DB notifier, so that the name goes from the cache to the
+/// ring as words, never as bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackedMapping([u64; MAP_WORDS]);
+
+impl PackedMapping {
+    /// From the name's words ([`crate::mapcache::name_words`]) and the offset.
+    pub fn new([a, b, c, d]: [u64; 4], offset: u64) -> Self {
+        PackedMapping([a, b, c, d, offset])
+    }
+
+    /// The mapping, or `None` for an empty name.
+    pub fn mapping(&self) -> Option<Mapping> {
+        unpack_mapping(self.0)
+    }
+}
+
+impl From<&Mapping> for PackedMapping {
+    fn from(mapping: &Mapping) -> Self {
+        PackedMapping::new(crate::mapcache::name_words(&mapping.name), mapping.offset)
+    }
 }
 
 fn unpack_mapping(words: [u64; MAP_WORDS]) -> Option<Mapping> {
@@ -262,12 +285,18 @@ impl<const N: usize> Writing<'_, N> {
 
     /// Writes the record, timed `ns` (read after [`EventRing::begin`]); `event.seq` and
     /// `event.ms` are ignored (`ms` is `ns / 10^6`). With `event.map`, its mapping too.
-    pub fn finish(mut self, ns: u64, event: &Event) {
+    pub fn finish(self, ns: u64, event: &Event) {
+        let map = event.map.as_ref().map(PackedMapping::from);
+        self.finish_packed(ns, event, map);
+    }
+
+    /// [`finish`](Self::finish) with the mapping given as words (`event.map` is ignored).
+    pub fn finish_packed(mut self, ns: u64, event: &Event, map: Option<PackedMapping>) {
         let ring = self.ring;
         let index = (self.seq % N as u64) as usize;
         if ring.slots[index].put(self.seq, &pack_event(event, ns)) {
-            if let Some(mapping) = &event.map {
-                ring.maps[index].put(self.seq, &pack_mapping(mapping));
+            if let Some(map) = &map {
+                ring.maps[index].put(self.seq, &map.0);
             }
         } else {
             ring.dropped.fetch_add(1, Ordering::Relaxed);

@@ -18,6 +18,7 @@
 
 use core::sync::atomic::{fence, AtomicU64, Ordering};
 
+use crate::eventlog::PackedMapping;
 use crate::record::{Mapping, MAP_NAME_LEN};
 
 /// Words of the entry: mm, tgid, start, end, file offset of start, the name.
@@ -102,6 +103,11 @@ impl MapCache {
     /// The mapping of `ip` in address space `mm` of process `tgid`, if the cached VMA is
     /// of that process and holds `ip`. Never waits: a fill at work is a miss.
     pub fn lookup(&self, mm: u64, tgid: i32, ip: u64) -> Option<Mapping> {
+        self.lookup_packed(mm, tgid, ip)?.mapping()
+    }
+
+    /// [`lookup`](Self::lookup), as the words a ring stores (no byte is copied).
+    pub fn lookup_packed(&self, mm: u64, tgid: i32, ip: u64) -> Option<PackedMapping> {
         let before = self.sequence.load(Ordering::Acquire);
         if before == 0 || before % 2 == 1 {
             return None;
@@ -116,10 +122,10 @@ impl MapCache {
             return None;
         }
         let offset = ip - start + word(4);
-        let name = name_bytes([word(5), word(6), word(7), word(8)]);
+        let name = [word(5), word(6), word(7), word(8)];
         fence(Ordering::Acquire);
         // A name was checked non-empty when cached (`fill`).
-        (self.sequence.load(Ordering::Relaxed) == before).then_some(Mapping { name, offset })
+        (self.sequence.load(Ordering::Relaxed) == before).then(|| PackedMapping::new(name, offset))
     }
 
     /// Caches `vma`; false (nothing changed) if another writer is at work, or its name is
