@@ -31,6 +31,8 @@ pub mod escape;
 pub mod eventlog;
 #[path = "../logic/src/fmtbuf.rs"]
 pub mod fmtbuf;
+#[path = "../logic/src/mapcache.rs"]
+pub mod mapcache;
 #[path = "../logic/src/pmu.rs"]
 pub mod pmu;
 #[path = "../logic/src/policy.rs"]
@@ -87,13 +89,33 @@ impl Drop for ThrottleDrain {
     }
 }
 
+/// The per-CPU storage of the counters and the records: allocated first, freed last, once
+/// nothing that could touch it is left (`ffi::PerCpuStorage`: the notifier, the counters,
+/// the deferred works and the files are gone with [`Running`]).
+struct Storage {
+    _stats: ffi::PerCpuStorage<stats::Counts>,
+    _records: ffi::PerCpuStorage<report::CpuRecords>,
+}
+
+impl Storage {
+    fn start() -> Result<Self> {
+        Ok(Storage {
+            _stats: stats::PER_CPU.start()?,
+            _records: report::PER_CPU.start()?,
+        })
+    }
+}
+
 struct AmdSld {
     module: &'static ThisModule,
     running: Option<Running>,
+    storage: Option<Storage>,
 }
 
 impl kernel::Module for AmdSld {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        // First, so that a failed load drops it last, after everything that could use it.
+        let storage = Storage::start()?;
         // Before the parameter lock, which its callback takes (and so is dropped after it
         // on an error, declared before it): see `watch_kvm_amd`.
         let kvm_watch = watch_kvm_amd()?;
@@ -146,6 +168,7 @@ impl kernel::Module for AmdSld {
         );
         Ok(AmdSld {
             module,
+            storage: Some(storage),
             running: Some(Running {
                 _reboot: reboot,
                 _hotplug: hotplug,
@@ -330,6 +353,8 @@ impl Drop for AmdSld {
             released(),
             CpuList(arming::restored_cpus)
         );
+        // Last: the counters above were read from it.
+        drop(self.storage.take());
     }
 }
 

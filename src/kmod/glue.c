@@ -158,13 +158,17 @@ u64 amd_sld_current_user_ip(void)
 /*
  * The file mapped at user address ip in current's address space: its base name ("%pD",
  * which reads the dentry's name safely against renames) into name, at most len - 1 bytes
- * and a NUL, and ip's offset into the file. Process context, current's own task work:
+ * and a NUL, and the range [start, end) of the mapping and the file offset mapped at its
+ * start (so ip's offset into the file is ip - start + file_offset, and the caller may cache
+ * the range). Process context, current's own task work:
  * mmap_read_trylock() (5.8+) never waits for a writer, so a task whose address space is
  * being changed at that instant gets no answer rather than a delay. -EAGAIN then; -ENOENT
  * for no mm, no mapping at ip, or an anonymous one.
  */
-int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *offset);
-int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *offset)
+int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *start, u64 *end,
+			       u64 *file_offset);
+int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *start, u64 *end,
+			       u64 *file_offset)
 {
 	struct mm_struct *mm = current->mm;
 	struct vm_area_struct *vma;
@@ -177,7 +181,9 @@ int amd_sld_current_ip_mapping(u64 ip, char *name, size_t len, u64 *offset)
 	vma = find_vma(mm, ip);
 	if (vma && vma->vm_start <= ip && vma->vm_file) {
 		snprintf(name, len, "%pD", vma->vm_file);
-		*offset = ip - vma->vm_start + ((u64)vma->vm_pgoff << PAGE_SHIFT);
+		*start = vma->vm_start;
+		*end = vma->vm_end;
+		*file_offset = (u64)vma->vm_pgoff << PAGE_SHIFT;
 		status = 0;
 	}
 	mmap_read_unlock(mm);
@@ -193,6 +199,40 @@ unsigned long amd_sld_current_virtual_dr6(void);
 unsigned long amd_sld_current_virtual_dr6(void)
 {
 	return current->thread.virtual_dr6;
+}
+
+/*
+ * Per-CPU storage (src/kmod/ffi/percpu.rs): __alloc_percpu() is a macro since 6.10
+ * (allocation profiling); per_cpu_ptr(), raw_cpu_ptr() and cpu_possible() are macros.
+ */
+void __percpu *amd_sld_alloc_percpu(size_t size, size_t align);
+void __percpu *amd_sld_alloc_percpu(size_t size, size_t align)
+{
+	return __alloc_percpu(size, align);
+}
+
+void amd_sld_free_percpu(void __percpu *ptr);
+void amd_sld_free_percpu(void __percpu *ptr)
+{
+	free_percpu(ptr);
+}
+
+void *amd_sld_per_cpu_ptr(void __percpu *ptr, unsigned int cpu);
+void *amd_sld_per_cpu_ptr(void __percpu *ptr, unsigned int cpu)
+{
+	return per_cpu_ptr(ptr, cpu);
+}
+
+void *amd_sld_this_cpu_ptr(void __percpu *ptr);
+void *amd_sld_this_cpu_ptr(void __percpu *ptr)
+{
+	return raw_cpu_ptr(ptr);
+}
+
+bool amd_sld_cpu_possible(unsigned int cpu);
+bool amd_sld_cpu_possible(unsigned int cpu)
+{
+	return cpu < nr_cpu_ids && cpu_possible(cpu);
 }
 
 /* user_mode() is a static inline; pt_regs' cs moved into a union with FRED (6.9). */

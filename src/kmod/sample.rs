@@ -14,7 +14,7 @@ use crate::ffi::pr_warn;
 use crate::ffi::{self, NmiWork, Sample};
 use crate::policy::Policy;
 use crate::record::{Action, Source};
-use crate::report::{self, Sighting};
+use crate::report::{self, Context, Sighting};
 use crate::stats;
 
 /// The PMU source's counters: their overflows go to [`on_sample`], the work it defers to
@@ -39,7 +39,8 @@ struct Deferred {
     ip: u64,
     /// `ratelimit:N`: sleep until this `CLOCK_MONOTONIC` µs.
     until_us: u64,
-    /// The record of the sample `ip` is from (the latest merged), to add its mapping to.
+    /// The record of the sample `ip` is from (the latest merged), to add its mapping to
+    /// (`crate::eventlog::RecordId` as a word).
     seq: u64,
 }
 
@@ -103,15 +104,18 @@ fn on_sample(sample: &Sample) {
     // runs as the task returns to user mode or re-enters its guest; a kernel thread never
     // does (only skid makes one the interrupted task), so its samples are recorded only.
     let actionable = !sample.kernel_thread;
-    // The work also adds the mapping of the IP to this record.
-    let seq = report::reserve();
+    // Numbered before the clock is read (the one read of this sample). The work also adds
+    // the mapping of the IP to this record.
+    let record = report::begin(Context::Nmi);
+    let seq = record.id();
     let mut action = Action::None;
     if actionable && wanted != Action::None {
         let rate = match policy {
             Policy::Ratelimit(rate) => Some(rate.per_second()),
             _ => None,
         };
-        let until_us = rate.map_or(0, |rate| THROTTLE.book(ffi::now_us(), sample.count, rate));
+        let now_us = record.now_ns() / 1000;
+        let until_us = rate.map_or(0, |rate| THROTTLE.book(now_us, sample.count, rate));
         let work = Deferred {
             count: sample.count,
             action: wanted,
@@ -133,7 +137,13 @@ fn on_sample(sample: &Sample) {
         ip: sample.ip,
         count: sample.count,
     };
-    report::record_current(seq, &sighting, action);
+    // Guest mode has no host mapping (ip 0 then).
+    let map = if sample.guest {
+        None
+    } else {
+        record.cached_mapping(sample.ip)
+    };
+    record.finish(&sighting, action, map);
 }
 
 /// Runs in the sampled task, in process context, before it returns to user or guest mode.

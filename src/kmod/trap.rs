@@ -5,17 +5,21 @@
 //! This runs in `exc_debug_user()` before it enables interrupts: nothing here may sleep,
 //! spin on a lock or allocate anything but GFP_ATOMIC. Sleeping (`ratelimit`) is deferred
 //! to the task's own return to user mode ([`on_return_to_user`], `crate::throttle`).
+//!
+//! The hot path (docs/design.md, "The trap's hot path") writes only this CPU's data: its
+//! counters, its ring and sketch, its log-suppression count. It reads the clock once, and
+//! queues a task work only where the policy needs one (`ratelimit`) or this CPU's mapping
+//! cache missed.
 
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
 use crate::ffi::{self, DebugTrap};
 use crate::ffi::{pr_warn, pr_warn_as, KERNEL_SLD_PREFIX};
 use crate::policy::Policy;
-use crate::ratelimit::{RateLimiter, Verdict};
+use crate::ratelimit::{Admission, RateLimiter};
 use crate::record::{Action, Source};
-use crate::report::{self, Sighting};
-use crate::stats;
-use crate::throttle;
+use crate::report::{self, Context, Sighting};
+use crate::stats::{self, Counts};
 
 /// The log's own limit, that of `pr_warn_ratelimited()`: 10 lines per 5 s
 /// (`DEFAULT_RATELIMIT_BURST`, `DEFAULT_RATELIMIT_INTERVAL`).
@@ -32,46 +36,53 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
     if !crate::dr6::take_bus_lock(trap.dr6()) {
         return;
     }
-    stats::BUS_LOCKS.inc();
+    let counts = stats::this_cpu();
+    stats::BUS_LOCKS.add_to(counts, 1);
     let user_ip = trap.user_ip();
-    // Its number goes to the task's work, which adds the mapping of the IP to the record.
-    let seq = report::reserve();
+    // Numbered before the clock is read (the one read of this trap).
+    let record = report::begin(Context::Trap);
+    let now_ns = record.now_ns();
+    // Its identity goes to the task's work, which adds the mapping of the IP to the record
+    // when this CPU's cache does not have it.
+    let id = record.id();
+    let map = record.cached_mapping(user_ip);
     let action = match control::policy() {
         Policy::Off => Action::None,
         Policy::Warn => {
-            warn(user_ip);
+            warn(counts, now_ns, user_ip);
             Action::Warn
         }
         Policy::Fatal => {
-            stats::KILLED.inc();
-            log_fatal(user_ip);
+            stats::KILLED.add_to(counts, 1);
+            log_fatal(counts, now_ns, user_ip);
             ffi::force_sigbus_current();
             Action::Kill
         }
-        Policy::Ratelimit(rate) => match THROTTLE.admit_one(ffi::now_us(), rate.per_second()) {
+        Policy::Ratelimit(rate) => match THROTTLE.admit_one(now_ns / 1000, rate.per_second()) {
             None => {
-                warn(user_ip);
+                warn(counts, now_ns, user_ip);
                 Action::Warn
             }
             Some(until_us)
-                if ffi::defer_to_user_return(on_return_to_user, [seq, user_ip, until_us])
+                if ffi::defer_to_user_return(on_return_to_user, [id, user_ip, until_us])
                     .is_ok() =>
             {
-                stats::THROTTLED.inc();
+                stats::THROTTLED.add_to(counts, 1);
                 Action::Throttle
             }
             Some(_) => {
                 // No memory for the work item, or the task is exiting: it cannot be made
                 // to sleep, but it is still reported; its slot goes back to the budget.
                 THROTTLE.refund(1, rate.per_second());
-                warn(user_ip);
+                warn(counts, now_ns, user_ip);
                 Action::Warn
             }
         },
     };
-    if action != Action::Throttle {
-        // Best effort: without memory, or for an exiting task, the record has no mapping.
-        let _ = ffi::defer_to_user_return(map_on_return_to_user, [seq, user_ip, 0]);
+    if action != Action::Throttle && map.is_none() && user_ip != 0 {
+        // A miss: the task's work looks the mapping up and fills the cache. Best effort:
+        // without memory, or for an exiting task, the record has no mapping.
+        let _ = ffi::defer_to_user_return(map_on_return_to_user, [id, user_ip, 0]);
     }
     let sighting = Sighting {
         source: Source::Bld,
@@ -79,27 +90,27 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
         ip: user_ip,
         count: 1,
     };
-    report::record_current(seq, &sighting, action);
+    record.finish(&sighting, action, map);
 }
 
 /// Runs as task work of the trapped task (see `ffi::defer_to_user_return`): adds the
-/// mapping of the IP to record `seq`.
-fn map_on_return_to_user([seq, user_ip, _]: [u64; 3]) {
-    report::complete_current(seq, user_ip);
+/// mapping of the IP to record `id`.
+fn map_on_return_to_user([id, user_ip, _]: [u64; 3]) {
+    report::complete_current(id, user_ip);
 }
 
-/// Runs as task work of the throttled task: adds the mapping to record `seq`, sleeps until
+/// Runs as task work of the throttled task: adds the mapping to record `id`, sleeps until
 /// its bus lock's turn, then warns as the kernel does once a task is let through.
-fn on_return_to_user([seq, user_ip, until_us]: [u64; 3]) {
-    report::complete_current(seq, user_ip);
-    throttle::sleep_until(until_us);
-    warn(user_ip);
+fn on_return_to_user([id, user_ip, until_us]: [u64; 3]) {
+    report::complete_current(id, user_ip);
+    crate::throttle::sleep_until(until_us);
+    warn(stats::this_cpu(), ffi::now_ns(), user_ip);
 }
 
 /// The `warn` action, also taken by `ratelimit` once a task is under budget.
-fn warn(user_ip: u64) {
-    stats::WARNED.inc();
-    log_limited(|| {
+fn warn(counts: Option<&Counts>, now_ns: u64, user_ip: u64) {
+    stats::WARNED.add_to(counts, 1);
+    log_limited_at(counts, now_ns, || {
         let comm = ffi::current_comm();
         let (pid, _) = ffi::current_ids();
         // The kernel's own line, its prefix included (bus_lock.c's pr_fmt), so that alerts
@@ -115,8 +126,8 @@ fn warn(user_ip: u64) {
 }
 
 /// The `fatal` action's line: amd_sld's own (the kernel logs nothing when it sends SIGBUS).
-fn log_fatal(user_ip: u64) {
-    log_limited(|| {
+fn log_fatal(counts: Option<&Counts>, now_ns: u64, user_ip: u64) {
+    log_limited_at(counts, now_ns, || {
         let comm = ffi::current_comm();
         let (pid, _) = ffi::current_ids();
         pr_warn!(
@@ -131,10 +142,25 @@ fn log_fatal(user_ip: u64) {
 /// Runs `print` unless the log's rate limit is spent, first saying how many lines it
 /// suppressed since it last let one through.
 pub(crate) fn log_limited(print: impl FnOnce()) {
-    if let Verdict::Pass { suppressed } = LOG.check(ffi::now_ms()) {
-        if suppressed > 0 {
-            pr_warn!("{} bus_lock messages suppressed\n", suppressed);
+    log_limited_at(stats::this_cpu(), ffi::now_ns(), print);
+}
+
+/// [`log_limited`] at `now_ns`, counting a suppressed line in `counts` (this CPU's): a
+/// suppressed line, the common case in a storm, reads the limiter's shared word and writes
+/// only this CPU's count; the line that opens the next window collects every CPU's.
+fn log_limited_at(counts: Option<&Counts>, now_ns: u64, print: impl FnOnce()) {
+    match LOG.admit(now_ns / 1_000_000) {
+        Admission::Deny => stats::LOG_SUPPRESSED.add_to(counts, 1),
+        Admission::Pass { opens_window } => {
+            let suppressed = if opens_window {
+                stats::LOG_SUPPRESSED.take()
+            } else {
+                0
+            };
+            if suppressed > 0 {
+                pr_warn!("{} bus_lock messages suppressed\n", suppressed);
+            }
+            print();
         }
-        print();
     }
 }

@@ -21,6 +21,7 @@ mod modules;
 mod msr;
 mod notifier;
 mod param;
+mod percpu;
 mod perf;
 mod print;
 mod reboot;
@@ -39,6 +40,7 @@ pub(crate) use hotplug::{CpuHotplug, HotplugHandler};
 pub(crate) use modules::{module_present, ModuleHandler, ModuleWatch};
 pub(crate) use msr::{msr_update_on, MsrUpdate};
 pub(crate) use param::{ParamHandlers, ParamLock};
+pub(crate) use percpu::{ConstInit, PerCpu, PerCpuStorage};
 pub(crate) use perf::{
     defer_from_nmi, read_counters, start_counter, stop_counter, CounterSpec, CountersLocked,
     Counting, NmiWork, PmuHandler, Sample,
@@ -49,11 +51,11 @@ pub(crate) use print::{
 pub(crate) use reboot::{RebootHandler, RebootHook};
 pub(crate) use sysfs::{StatFile, SysfsDir};
 pub(crate) use task::{
-    current_cgroup_id, current_comm, current_ids, current_ip_mapping, current_is_admin,
+    current_cgroup_id, current_comm, current_ids, current_ip_vma, current_is_admin, current_mm,
     fatal_signal_pending, force_sigbus_current,
 };
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
-pub(crate) use time::{now_ms, now_us, sleep_killable_until_us};
+pub(crate) use time::{now_ms, now_ns, now_us, sleep_killable_until_us};
 
 /// CPU numbers this module keeps state for.
 const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;

@@ -5,50 +5,79 @@
 use kernel::bindings;
 use kernel::ffi::c_int;
 
-use crate::record::{Mapping, MAP_NAME_LEN};
+use crate::mapcache::Vma;
+use crate::record::MAP_NAME_LEN;
 
 extern "C" {
     fn amd_sld_fatal_signal_pending() -> bool;
     /// glue.c: the file mapped at `ip` in current's mm (its base name, NUL-terminated, in
-    /// `len` bytes) and `ip`'s offset into it; 0, or a negative errno.
-    fn amd_sld_current_ip_mapping(ip: u64, name: *mut u8, len: usize, offset: *mut u64) -> c_int;
+    /// `len` bytes), the mapping's range and the file offset at its start; 0, or a
+    /// negative errno.
+    fn amd_sld_current_ip_mapping(
+        ip: u64,
+        name: *mut u8,
+        len: usize,
+        start: *mut u64,
+        end: *mut u64,
+        file_offset: *mut u64,
+    ) -> c_int;
     fn amd_sld_current_cgroup_id() -> u64;
 }
 
-/// The file mapped at user address `ip` in the current task's address space, and `ip`'s
-/// offset into it; `None` for an anonymous mapping, none at all, a task without user
-/// memory, or an address space that a writer holds at this instant (the lock is only
-/// tried). Process context only: it takes the mmap lock for reading.
-pub(crate) fn current_ip_mapping(ip: u64) -> Option<Mapping> {
+/// The file mapping at user address `ip` in the current task's address space: its range,
+/// the file offset at its start and the file's base name; `None` for an anonymous mapping,
+/// none at all, a task without user memory, or an address space that a writer holds at
+/// this instant (the lock is only tried). Process context only: it takes the mmap lock for
+/// reading.
+pub(crate) fn current_ip_vma(ip: u64) -> Option<Vma> {
     let mut name = [0u8; MAP_NAME_LEN];
-    let mut offset = 0u64;
-    // SAFETY: `name` and `offset` are live buffers of the sizes passed; the caller is in
-    // process context (task work), where the mmap lock may be taken.
-    let status =
-        unsafe { amd_sld_current_ip_mapping(ip, name.as_mut_ptr(), name.len(), &mut offset) };
-    if status != 0 {
+    let (mut start, mut end, mut file_offset) = (0u64, 0u64, 0u64);
+    // SAFETY: the buffers are live locals of the sizes passed; the caller is in process
+    // context (task work), where the mmap lock may be taken.
+    let status = unsafe {
+        amd_sld_current_ip_mapping(
+            ip,
+            name.as_mut_ptr(),
+            name.len(),
+            &mut start,
+            &mut end,
+            &mut file_offset,
+        )
+    };
+    if status != 0 || name[0] == 0 {
         return None;
     }
-    Mapping::new(&name, offset)
+    let (_, tgid) = current_ids();
+    Some(Vma {
+        mm: current_mm(),
+        tgid,
+        start,
+        end,
+        file_offset,
+        name,
+    })
+}
+
+/// The current task's address space, as an opaque identity (its `mm_struct` pointer; 0 for
+/// a kernel thread). Lock-free: safe in any context, NMI included.
+pub(crate) fn current_mm() -> u64 {
+    // SAFETY: `current` is valid while it runs; reading its `mm` pointer, never through it.
+    unsafe { (*bindings::get_current()).mm as u64 }
 }
 
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).
 pub(crate) const COMM_LEN: usize = 16;
 
-/// The current task's name, NUL-terminated and NUL-padded, read as `get_task_comm()` reads
-/// it since Linux 6.13 (include/linux/sched.h): a copy without the task lock, padded after
-/// the first NUL. `__set_task_comm()` writes the name with `strscpy_pad()`, so it is always
-/// terminated; a rename racing with the copy can mix two names, which upstream accepts
-/// ("User space can randomly change their names anyway, so locking for readers doesn't
-/// make sense"). Lock-free, hence safe in any context, NMI included, and the same on every
-/// kernel.
+/// The current task's name, the 16 bytes as read, as `get_task_comm()` reads it since Linux
+/// 6.13 (include/linux/sched.h): a copy without the task lock. `__set_task_comm()` writes
+/// the name with `strscpy_pad()`, so it is always terminated; a rename racing with the copy
+/// can mix two names (and leave bytes after the first NUL), which upstream accepts ("User
+/// space can randomly change their names anyway, so locking for readers doesn't make
+/// sense"): callers cut at the first NUL (`Comm::from_raw`, `until_nul`). Lock-free, hence
+/// safe in any context, NMI included, and the same on every kernel.
 pub(crate) fn current_comm() -> [u8; COMM_LEN] {
     // SAFETY: `current` is valid while it runs; `comm` is a fixed array of `COMM_LEN` bytes.
-    let mut comm = unsafe { (*bindings::get_current()).comm };
-    if let Some(end) = comm.iter().position(|&byte| byte == 0) {
-        comm[end..].fill(0);
-    }
-    comm
+    unsafe { (*bindings::get_current()).comm }
 }
 
 /// The current task's thread ID and thread-group ID.

@@ -9,6 +9,13 @@ extern "C" {
     fn amd_sld_sleep_killable_until(expires_ns: i64, slack_ns: u64) -> c_int;
 }
 
+/// Monotonic nanoseconds (`ktime_get_mono_fast_ns()`), safe in any context, NMI included:
+/// the one clock read of a trap, from which its other times derive.
+pub(crate) fn now_ns() -> u64 {
+    // SAFETY: `ktime_get_mono_fast_ns()` has no preconditions and is NMI-safe.
+    unsafe { bindings::ktime_get_mono_fast_ns() }
+}
+
 /// Monotonic milliseconds, safe in any context, NMI included.
 pub(crate) fn now_ms() -> u64 {
     // SAFETY: `ktime_get_mono_fast_ns()` has no preconditions and is NMI-safe.

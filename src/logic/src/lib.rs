@@ -12,6 +12,7 @@ pub mod dr6;
 pub mod escape;
 pub mod eventlog;
 pub mod fmtbuf;
+pub mod mapcache;
 pub mod pmu;
 pub mod policy;
 pub mod ratelimit;

@@ -75,7 +75,34 @@ impl RateLimiter {
 
     /// Decides about one event happening at `now_ms`.
     pub fn check(&self, now_ms: u64) -> Verdict {
+        match self.decide(now_ms) {
+            Admission::Deny => {
+                self.missed.fetch_add(1, Ordering::Relaxed);
+                Verdict::Deny
+            }
+            Admission::Pass { opens_window } => Verdict::Pass {
+                suppressed: if opens_window {
+                    self.missed.swap(0, Ordering::Relaxed)
+                } else {
+                    0
+                },
+            },
+        }
+    }
+
+    /// Decides about one event happening at `now_ms`, as [`check`](Self::check), but writes
+    /// nothing when it denies, the common case in a storm: it only reads the shared word.
+    /// The caller counts the events denied itself (per CPU, say) and reports them when a
+    /// window opens.
+    pub fn admit(&self, now_ms: u64) -> Admission {
+        self.decide(now_ms)
+    }
+
+    fn decide(&self, now_ms: u64) -> Admission {
         let burst = self.burst;
+        if burst == 0 {
+            return Admission::Deny;
+        }
         let stamp = (now_ms.wrapping_add(1)) << COUNT_BITS;
         let mut current = self.state.load(Ordering::Relaxed);
         loop {
@@ -91,32 +118,33 @@ impl RateLimiter {
                 } else if count < burst {
                     (current + 1, false)
                 } else {
-                    self.missed.fetch_add(1, Ordering::Relaxed);
-                    return Verdict::Deny;
+                    return Admission::Deny;
                 }
             };
-            if burst == 0 {
-                self.missed.fetch_add(1, Ordering::Relaxed);
-                return Verdict::Deny;
-            }
             match self.state.compare_exchange_weak(
                 current,
                 next,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => {
-                    let suppressed = if opens_window {
-                        self.missed.swap(0, Ordering::Relaxed)
-                    } else {
-                        0
-                    };
-                    return Verdict::Pass { suppressed };
-                }
+                Ok(_) => return Admission::Pass { opens_window },
                 Err(actual) => current = actual,
             }
         }
     }
+}
+
+/// What [`RateLimiter::admit`] says about one event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Let through; `opens_window` if it opened a new window (time to report what was
+    /// suppressed before).
+    Pass {
+        /// The event opened a window.
+        opens_window: bool,
+    },
+    /// Over budget in the current window.
+    Deny,
 }
 
 /// The system-wide budget of `ratelimit:N`, N bus locks per second, for both sources (the
@@ -235,6 +263,23 @@ mod tests {
 
     fn passes(limiter: &RateLimiter, now_ms: u64) -> bool {
         limiter.check(now_ms).passed()
+    }
+
+    #[test]
+    fn admit_writes_nothing_when_it_denies() {
+        let limiter = RateLimiter::new(5000, 2);
+        assert_eq!(limiter.admit(0), Admission::Pass { opens_window: true });
+        assert_eq!(
+            limiter.admit(1),
+            Admission::Pass {
+                opens_window: false
+            }
+        );
+        let state = limiter.state.load(Ordering::Relaxed);
+        assert_eq!(limiter.admit(2), Admission::Deny);
+        assert_eq!(limiter.state.load(Ordering::Relaxed), state);
+        assert_eq!(limiter.missed.load(Ordering::Relaxed), 0);
+        assert_eq!(limiter.admit(5000), Admission::Pass { opens_window: true });
     }
 
     #[test]

@@ -91,6 +91,24 @@ impl Comm {
         Comm(comm)
     }
 
+    /// The name as the kernel keeps it (`task_struct::comm`, as read), cut at its first NUL
+    /// and at 15 bytes: the same as [`Comm::new`] of those 16 bytes, in a few word
+    /// operations rather than a loop over the bytes (the #DB notifier reads one per trap).
+    pub fn from_raw(raw: [u8; COMM_LEN]) -> Comm {
+        const ONES: u128 = u128::MAX / 255;
+        const HIGHS: u128 = ONES << 7;
+        let value = u128::from_le_bytes(raw);
+        // Bit 7 of each zero byte, and maybe of bytes above the first zero byte (borrows):
+        // the lowest one set is exactly the first zero byte's.
+        let zeros = value.wrapping_sub(ONES) & !value & HIGHS;
+        let kept = if zeros == 0 {
+            u128::MAX >> 8
+        } else {
+            (1u128 << (zeros.trailing_zeros() - 7)) - 1
+        };
+        Comm((value & kept).to_le_bytes())
+    }
+
     /// The name's bytes, without padding.
     pub fn as_bytes(&self) -> &[u8] {
         crate::escape::until_nul(&self.0)
@@ -612,6 +630,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn comm_from_raw_is_comm_new(raw in proptest::array::uniform16(proptest::prop_oneof![Just(0u8), any::<u8>()])) {
+            prop_assert_eq!(Comm::from_raw(raw), Comm::new(&raw));
+        }
+
         #[test]
         fn events_round_trip(event in any_event()) {
             let line = format!("{event}");

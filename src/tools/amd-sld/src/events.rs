@@ -1,15 +1,17 @@
 //! `amd-sld events`: the module's most recent bus-lock records, once or followed.
 //!
-//! The module keeps the last few records in a ring and numbers them (`seq`) from 0 since
-//! load. A follower that polls too slowly for a storm misses records; the seq gap says how
-//! many, and that loss is always printed, never skipped over.
+//! The module keeps the last few records of each CPU and source in a ring of its own and
+//! numbers them (`seq`) from 0 since load, per ring: a record is known by its CPU, its
+//! source and its seq. The file shows the newest of all rings merged in time order. A
+//! follower that polls too slowly for a storm misses records; the seq gap in a ring says
+//! how many, and that loss is always printed, never skipped over.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::thread;
 use std::time::Duration;
 
-use amd_sld_logic::record::{Action, Event};
+use amd_sld_logic::record::{Action, Event, Source};
 
 use crate::cgroup::Cgroups;
 use crate::failure::Failure;
@@ -21,46 +23,79 @@ use crate::sysfs::Sysfs;
 /// What a follower does with one record, or with a discontinuity before it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Records `first..first + count` were overwritten before they could be read.
-    Lost { first: u64, count: u64 },
+    /// Records `first..first + count` of the ring of `cpu` and `source` were overwritten
+    /// before they could be read.
+    Lost {
+        cpu: u32,
+        source: Source,
+        first: u64,
+        count: u64,
+    },
     /// The seq numbers went back: the module was reloaded and numbers from 0 again.
     Restarted,
     /// Print the record at this index of the batch.
     Show(usize),
 }
 
-/// Remembers the next seq to print across reads of the `events` file.
+/// A ring of the module: records are numbered per CPU and source.
+type Ring = (u32, &'static str);
+
+fn ring_of(event: &Event) -> Ring {
+    (event.cpu, event.source.as_str())
+}
+
+/// Remembers, per ring, the next seq to print across reads of the `events` file.
 #[derive(Debug, Default)]
 pub(crate) struct Follower {
-    next_seq: Option<u64>,
+    next_seq: HashMap<Ring, u64>,
 }
 
 impl Follower {
+    /// A follower that has printed the records of `event`'s ring up to `event` itself.
+    #[cfg(test)]
+    fn after(event: &Event) -> Self {
+        Follower {
+            next_seq: HashMap::from([(ring_of(event), event.seq + 1)]),
+        }
+    }
+
     /// The steps for one read of the file (oldest record first): records already printed
-    /// are skipped, each gap is reported before the record after it.
+    /// are skipped, each gap in a ring is reported before the record after it.
     pub(crate) fn accept(&mut self, batch: &[Event]) -> Vec<Step> {
         let mut steps = Vec::new();
-        if let (Some(next), Some(newest)) = (self.next_seq, batch.last()) {
-            // Older than what was printed already: the ring was emptied by a reload.
-            if newest.seq.saturating_add(1) < next {
-                steps.push(Step::Restarted);
-                self.next_seq = None;
-            }
+        // Older than what was printed already in some ring: the rings were emptied by a
+        // reload.
+        let mut newest: HashMap<Ring, u64> = HashMap::new();
+        for event in batch {
+            let seq = newest.entry(ring_of(event)).or_default();
+            *seq = (*seq).max(event.seq);
+        }
+        let went_back = newest.iter().any(|(ring, &seq)| {
+            self.next_seq
+                .get(ring)
+                .is_some_and(|&next| seq.saturating_add(1) < next)
+        });
+        if went_back {
+            steps.push(Step::Restarted);
+            self.next_seq.clear();
         }
         for (index, event) in batch.iter().enumerate() {
-            if let Some(next) = self.next_seq {
+            let ring = ring_of(event);
+            if let Some(&next) = self.next_seq.get(&ring) {
                 if event.seq < next {
                     continue;
                 }
                 if event.seq > next {
                     steps.push(Step::Lost {
+                        cpu: event.cpu,
+                        source: event.source,
                         first: next,
                         count: event.seq - next,
                     });
                 }
             }
             steps.push(Step::Show(index));
-            self.next_seq = Some(event.seq.saturating_add(1));
+            self.next_seq.insert(ring, event.seq.saturating_add(1));
         }
         steps
     }
@@ -124,10 +159,16 @@ pub(crate) fn describe(event: &Event, cgroups: &Cgroups, code: Option<&str>) -> 
 
 fn describe_step(step: Step) -> Option<String> {
     match step {
-        Step::Lost { first, count } => Some(format!(
-            "-- {count} record{} lost (seq {first}..{}): overwritten before they were read; \
-             poll faster (--interval) --",
+        Step::Lost {
+            cpu,
+            source,
+            first,
+            count,
+        } => Some(format!(
+            "-- {count} record{} of cpu {cpu} ({}) lost (seq {first}..{}): overwritten before \
+             they were read; poll faster (--interval) --",
             if count == 1 { "" } else { "s" },
+            source.as_str(),
             first + count - 1
         )),
         Step::Restarted => Some("-- seq went back: the module was reloaded --".to_owned()),
@@ -307,7 +348,7 @@ pub(crate) fn run(
 mod tests {
     use super::*;
     use crate::fake_sysfs::FakeSysfs;
-    use amd_sld_logic::record::{Comm, Source};
+    use amd_sld_logic::record::Comm;
 
     fn event(seq: u64) -> Event {
         Event {
@@ -356,6 +397,8 @@ mod tests {
             follower.accept(&batch(40..42)),
             [
                 Step::Lost {
+                    cpu: 2,
+                    source: Source::Bld,
                     first: 3,
                     count: 37
                 },
@@ -369,10 +412,53 @@ mod tests {
             [
                 Step::Show(0),
                 Step::Lost {
+                    cpu: 2,
+                    source: Source::Bld,
                     first: 43,
                     count: 2
                 },
                 Step::Show(1)
+            ]
+        );
+    }
+
+    /// Rings number their records apart: records of several CPUs and sources, merged in
+    /// time order, are each printed once, and a gap is one ring's own.
+    #[test]
+    fn follower_numbers_records_per_cpu_and_source() {
+        let on = |cpu: u32, source: Source, seq: u64| Event {
+            cpu,
+            source,
+            ..event(seq)
+        };
+        let mut follower = Follower::default();
+        let first = [
+            on(0, Source::Bld, 7),
+            on(1, Source::Bld, 7),
+            on(0, Source::Pmu, 0),
+            on(0, Source::Bld, 8),
+        ];
+        assert_eq!(
+            follower.accept(&first),
+            [Step::Show(0), Step::Show(1), Step::Show(2), Step::Show(3)]
+        );
+        let second = [
+            on(1, Source::Bld, 7),
+            on(0, Source::Bld, 8),
+            on(1, Source::Bld, 8),
+            on(0, Source::Bld, 11),
+        ];
+        assert_eq!(
+            follower.accept(&second),
+            [
+                Step::Show(2),
+                Step::Lost {
+                    cpu: 0,
+                    source: Source::Bld,
+                    first: 9,
+                    count: 2
+                },
+                Step::Show(3)
             ]
         );
     }
@@ -517,7 +603,7 @@ mod tests {
             })
             .collect();
         let events: Vec<Event> = records.iter().map(|record| record.event).collect();
-        let mut follower = Follower { next_seq: Some(3) };
+        let mut follower = Follower::after(&event(2));
         let steps = follower.accept(&events);
         Printer::new(true, &mut out, &mut notices)
             .print(&steps, &records)
@@ -525,7 +611,7 @@ mod tests {
         assert_eq!(out.split(|&b| b == b'\n').count(), 3);
         assert_eq!(
             String::from_utf8(notices).unwrap(),
-            "-- 5 records lost (seq 4..8): overwritten before they were read; poll faster (--interval) --\n"
+            "-- 5 records of cpu 2 (bld) lost (seq 4..8): overwritten before they were read; poll faster (--interval) --\n"
         );
     }
 

@@ -353,7 +353,7 @@ amd_sld_throttled_seconds_total 3.400
 # HELP amd_sld_guest_bus_locks_total Bus locks in KVM guests: exact beside the trap (source bld+pmu(guest)), sampled with source pmu.
 # TYPE amd_sld_guest_bus_locks_total counter
 amd_sld_guest_bus_locks_total 0
-# HELP amd_sld_events_dropped_total Bus-lock records lost to contention (counters still count every bus lock).
+# HELP amd_sld_events_dropped_total Bus-lock records the module could not write (counters still count every bus lock).
 # TYPE amd_sld_events_dropped_total counter
 amd_sld_events_dropped_total 0
 # HELP amd_sld_armed_cpus CPUs on which bus-lock detection is armed (0 with policy off).

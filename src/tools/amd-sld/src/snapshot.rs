@@ -74,7 +74,7 @@ pub(crate) const COUNTERS: [CounterSpec; 7] = [
     CounterSpec {
         file: DROPPED_FILE,
         metric: "amd_sld_events_dropped_total",
-        help: "Bus-lock records lost to contention (counters still count every bus lock).",
+        help: "Bus-lock records the module could not write (counters still count every bus lock).",
         unit: Unit::Events,
     },
 ];

@@ -206,7 +206,7 @@ fn events_follow_reports_lost_records() {
     let outcome = outcome.expect("amd-sld events -f printed nothing new");
     assert_eq!(
         outcome[0],
-        "-- 37 records lost (seq 3..39): overwritten before they were read; poll faster (--interval) --"
+        "-- 37 records of cpu 1 (bld) lost (seq 3..39): overwritten before they were read; poll faster (--interval) --"
     );
     assert!(outcome[1].contains("] #40 "), "{}", outcome[1]);
     assert!(outcome[2].contains("] #41 "), "{}", outcome[2]);
