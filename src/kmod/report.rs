@@ -84,6 +84,34 @@ pub(crate) struct Recording {
     now_ns: u64,
 }
 
+/// Adds one more bus lock of the current task at `ip`, dealt with by `action`, to the newest
+/// record of this CPU's trap ring if that record is still open and is the same: the same
+/// thread, IP and action (src/logic eventlog.rs `EventRing::coalesce`). Then counts it in
+/// the top table, for the process counted last (the record's). True if done; false if a
+/// new record must be written ([`begin`]). No clock, no name, no cgroup, no mapping: the
+/// record has them, or will get its mapping from the work its first trap queued.
+/// Interrupts off (the #DB notifier).
+pub(crate) fn coalesce_trap(ip: u64, action: Action) -> bool {
+    let Some(records) = PER_CPU.this_cpu() else {
+        return false;
+    };
+    let context = Context::Trap as usize;
+    let (tid, pid) = ffi::current_ids();
+    if records.rings[context].coalesce(pid, tid, ip, action).is_none() {
+        return false;
+    }
+    let top = &records.tops[context];
+    if !top.add_more(pid, 1) {
+        // Another process was counted last (never so for the record's own trap ring, whose
+        // sketch counted the record's process when it was written, unless that update was
+        // dropped): the full update, with the record's time.
+        let ms = records.rings[context].last_ns() / 1_000_000;
+        let comm = Comm::from_raw(ffi::current_comm());
+        top.add(pid, comm, false, ffi::current_cgroup_id(), 1, ms);
+    }
+    true
+}
+
 /// Begins a record of this CPU's `context`, then reads the clock. Interrupts off or NMI.
 pub(crate) fn begin(context: Context) -> Recording {
     let place = PER_CPU
@@ -131,7 +159,9 @@ impl Recording {
 
     /// Writes the record: `sighting`, attributed to the current task, with what was done
     /// about it and, if known already, the mapping of its IP; and counts it in the top
-    /// table.
+    /// table. A trap's record (source `bld`, outside guest mode, not throttled) is left
+    /// open: identical traps after it are added to its count ([`coalesce_trap`]) until a
+    /// reader closes it.
     pub(crate) fn finish(self, sighting: &Sighting, action: Action, map: Option<PackedMapping>) {
         let Some((records, writing)) = self.place else {
             DROPPED_OUTSIDE.fetch_add(1, Ordering::Relaxed);
@@ -141,9 +171,11 @@ impl Recording {
         let comm = Comm::from_raw(ffi::current_comm());
         let cgroup = ffi::current_cgroup_id();
         let ms = self.now_ns / 1_000_000;
-        writing.finish_packed(
-            self.now_ns,
-            &Event {
+        let open = self.context == Context::Trap
+            && sighting.source == Source::Bld
+            && !sighting.guest
+            && action != Action::Throttle;
+        let event = Event {
                 seq: 0,
                 ms,
                 cpu: self.cpu,
@@ -157,9 +189,12 @@ impl Recording {
                 action,
                 map: None,
                 cgroup,
-            },
-            map,
-        );
+            };
+        if open {
+            writing.finish_open(self.now_ns, &event, map);
+        } else {
+            writing.finish_packed(self.now_ns, &event, map);
+        }
         records.tops[self.context as usize].add(
             pid,
             comm,

@@ -7,9 +7,10 @@
 //! to the task's own return to user mode ([`on_return_to_user`], `crate::throttle`).
 //!
 //! The hot path (docs/design.md, "The trap's hot path") writes only this CPU's data: its
-//! counters, its ring and sketch, its log-suppression count. It reads the clock once, and
-//! queues a task work only where the policy needs one (`ratelimit`) or this CPU's mapping
-//! cache missed.
+//! counters, its ring and sketch, its log-suppression count. A trap identical to the
+//! CPU's open record (same thread, IP and action) is only added to its count: no clock, no
+//! record, no task work. Otherwise it writes a record (one clock read), and queues a task
+//! work only where the policy needs one (`ratelimit`) or this CPU's mapping cache missed.
 
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
@@ -17,6 +18,7 @@ use crate::ffi::{self, DebugTrap};
 use crate::ffi::{pr_warn, pr_warn_as, KERNEL_SLD_PREFIX};
 use crate::policy::Policy;
 use crate::ratelimit::{Admission, RateLimiter};
+use crate::eventlog::PackedMapping;
 use crate::record::{Action, Source};
 use crate::report::{self, Context, Sighting};
 use crate::stats::{self, Counts};
@@ -39,51 +41,53 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
     let counts = stats::this_cpu();
     stats::BUS_LOCKS.add_to(counts, 1);
     let user_ip = trap.user_ip();
-    // Numbered before the clock is read (the one read of this trap).
-    let record = report::begin(Context::Trap);
-    let now_ns = record.now_ns();
-    // Its identity goes to the task's work, which adds the mapping of the IP to the record
-    // when this CPU's cache does not have it.
-    let id = record.id();
-    let map = record.cached_mapping(user_ip);
+    // The policy first: but for throttling, it needs no clock.
     let action = match control::policy() {
         Policy::Off => Action::None,
         Policy::Warn => {
-            warn(counts, now_ns, user_ip);
+            warn(counts, user_ip);
             Action::Warn
         }
         Policy::Fatal => {
             stats::KILLED.add_to(counts, 1);
-            log_fatal(counts, now_ns, user_ip);
+            log_fatal(counts, user_ip);
             ffi::force_sigbus_current();
             Action::Kill
         }
-        Policy::Ratelimit(rate) => match THROTTLE.admit_one(now_ns / 1000, rate.per_second()) {
+        Policy::Ratelimit(rate) => match THROTTLE.admit_one(ffi::now_us(), rate.per_second()) {
             None => {
-                warn(counts, now_ns, user_ip);
+                warn(counts, user_ip);
                 Action::Warn
             }
-            Some(until_us)
-                if ffi::defer_to_user_return(on_return_to_user, [id, user_ip, until_us])
-                    .is_ok() =>
-            {
-                stats::THROTTLED.add_to(counts, 1);
-                Action::Throttle
-            }
-            Some(_) => {
-                // No memory for the work item, or the task is exiting: it cannot be made
-                // to sleep, but it is still reported; its slot goes back to the budget.
-                THROTTLE.refund(1, rate.per_second());
-                warn(counts, now_ns, user_ip);
-                Action::Warn
+            Some(until_us) => {
+                throttle(counts, user_ip, until_us, rate.per_second());
+                return;
             }
         },
     };
-    if action != Action::Throttle && map.is_none() && user_ip != 0 {
+    // The same thread at the same IP with the same action as this CPU's open record: one
+    // more to its count, nothing else to write.
+    if report::coalesce_trap(user_ip, action) {
+        return;
+    }
+    record(user_ip, action);
+}
+
+/// Writes a new record of the current task's trap at `user_ip`, dealt with by `action`
+/// (not `Throttle`, whose work completes the record itself). Numbered before the clock is
+/// read, the one read of this trap.
+fn record(user_ip: u64, action: Action) {
+    let record = report::begin(Context::Trap);
+    let map = record.cached_mapping(user_ip);
+    if map.is_none() && user_ip != 0 {
         // A miss: the task's work looks the mapping up and fills the cache. Best effort:
         // without memory, or for an exiting task, the record has no mapping.
-        let _ = ffi::defer_to_user_return(map_on_return_to_user, [id, user_ip, 0]);
+        let _ = ffi::defer_to_user_return(map_on_return_to_user, [record.id(), user_ip, 0]);
     }
+    finish(record, user_ip, action, map);
+}
+
+fn finish(record: report::Recording, user_ip: u64, action: Action, map: Option<PackedMapping>) {
     let sighting = Sighting {
         source: Source::Bld,
         guest: false,
@@ -91,6 +95,27 @@ pub(crate) fn on_user_debug_trap(trap: &mut DebugTrap<'_>) {
         count: 1,
     };
     record.finish(&sighting, action, map);
+}
+
+/// `ratelimit:N` over budget: the task sleeps until `until_us` on its way back to user mode,
+/// in a work that also completes the record (a record of its own: a throttled trap is never
+/// added to an open one).
+fn throttle(counts: Option<&Counts>, user_ip: u64, until_us: u64, per_second: u32) {
+    let record = report::begin(Context::Trap);
+    let map = record.cached_mapping(user_ip);
+    let action = if ffi::defer_to_user_return(on_return_to_user, [record.id(), user_ip, until_us])
+        .is_ok()
+    {
+        stats::THROTTLED.add_to(counts, 1);
+        Action::Throttle
+    } else {
+        // No memory for the work item, or the task is exiting: it cannot be made to sleep,
+        // but it is still reported; its slot goes back to the budget.
+        THROTTLE.refund(1, per_second);
+        warn(counts, user_ip);
+        Action::Warn
+    };
+    finish(record, user_ip, action, map);
 }
 
 /// Runs as task work of the trapped task (see `ffi::defer_to_user_return`): adds the
@@ -104,13 +129,13 @@ fn map_on_return_to_user([id, user_ip, _]: [u64; 3]) {
 fn on_return_to_user([id, user_ip, until_us]: [u64; 3]) {
     report::complete_current(id, user_ip);
     crate::throttle::sleep_until(until_us);
-    warn(stats::this_cpu(), ffi::now_ns(), user_ip);
+    warn(stats::this_cpu(), user_ip);
 }
 
 /// The `warn` action, also taken by `ratelimit` once a task is under budget.
-fn warn(counts: Option<&Counts>, now_ns: u64, user_ip: u64) {
+fn warn(counts: Option<&Counts>, user_ip: u64) {
     stats::WARNED.add_to(counts, 1);
-    log_limited_at(counts, now_ns, || {
+    log_limited_at(counts, || {
         let comm = ffi::current_comm();
         let (pid, _) = ffi::current_ids();
         // The kernel's own line, its prefix included (bus_lock.c's pr_fmt), so that alerts
@@ -126,8 +151,8 @@ fn warn(counts: Option<&Counts>, now_ns: u64, user_ip: u64) {
 }
 
 /// The `fatal` action's line: amd_sld's own (the kernel logs nothing when it sends SIGBUS).
-fn log_fatal(counts: Option<&Counts>, now_ns: u64, user_ip: u64) {
-    log_limited_at(counts, now_ns, || {
+fn log_fatal(counts: Option<&Counts>, user_ip: u64) {
+    log_limited_at(counts, || {
         let comm = ffi::current_comm();
         let (pid, _) = ffi::current_ids();
         pr_warn!(
@@ -142,14 +167,15 @@ fn log_fatal(counts: Option<&Counts>, now_ns: u64, user_ip: u64) {
 /// Runs `print` unless the log's rate limit is spent, first saying how many lines it
 /// suppressed since it last let one through.
 pub(crate) fn log_limited(print: impl FnOnce()) {
-    log_limited_at(stats::this_cpu(), ffi::now_ns(), print);
+    log_limited_at(stats::this_cpu(), print);
 }
 
-/// [`log_limited`] at `now_ns`, counting a suppressed line in `counts` (this CPU's): a
-/// suppressed line, the common case in a storm, reads the limiter's shared word and writes
-/// only this CPU's count; the line that opens the next window collects every CPU's.
-fn log_limited_at(counts: Option<&Counts>, now_ns: u64, print: impl FnOnce()) {
-    match LOG.admit(now_ns / 1_000_000) {
+/// [`log_limited`], counting a suppressed line in `counts` (this CPU's): a suppressed line,
+/// the common case in a storm, reads the limiter's shared word and writes only this CPU's
+/// count; the line that opens the next window collects every CPU's. Timed by the tick, as
+/// the kernel's `___ratelimit()` is: no clock source read.
+fn log_limited_at(counts: Option<&Counts>, print: impl FnOnce()) {
+    match LOG.admit(ffi::coarse_ms()) {
         Admission::Deny => stats::LOG_SUPPRESSED.add_to(counts, 1),
         Admission::Pass { opens_window } => {
             let suppressed = if opens_window {

@@ -55,7 +55,7 @@ pub(crate) use task::{
     fatal_signal_pending, force_sigbus_current,
 };
 pub(crate) use task_work::{defer_to_user_return, wait_for_deferred_work};
-pub(crate) use time::{now_ms, now_ns, now_us, sleep_killable_until_us};
+pub(crate) use time::{coarse_ms, now_ms, now_ns, now_us, sleep_killable_until_us};
 
 /// CPU numbers this module keeps state for.
 const MAX_CPUS: usize = bindings::CONFIG_NR_CPUS as usize;

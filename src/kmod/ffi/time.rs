@@ -47,3 +47,15 @@ pub(crate) fn now_us() -> u64 {
     // SAFETY: `ktime_get_mono_fast_ns()` has no preconditions and is NMI-safe.
     unsafe { bindings::ktime_get_mono_fast_ns() / 1_000 }
 }
+
+/// Milliseconds by the tick (`jiffies`, as the kernel's own `___ratelimit()` counts its
+/// windows): one load, no clock source read, safe in any context. Its own time base (not
+/// `CLOCK_MONOTONIC`'s), with the resolution of a tick: for intervals only.
+pub(crate) fn coarse_ms() -> u64 {
+    // SAFETY: `jiffies` is a kernel variable, always mapped, written by the tick only; a
+    // volatile read of an aligned machine word is not torn on the 64-bit kernels amd_sld
+    // builds for (`jiffies` is the low word of `jiffies_64` there).
+    let ticks = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
+    // 64 bits: no wrap for the life of a system, even from INITIAL_JIFFIES.
+    (ticks as u64).wrapping_mul(1000) / u64::from(bindings::CONFIG_HZ)
+}

@@ -65,6 +65,21 @@ fn action_of(code: u64) -> Action {
 /// An [`Event`] without its sequence number, as words: the slot's sequence word holds that.
 const EVENT_WORDS: usize = 8;
 
+/// The word of the packed [`Event`] that holds its count, and the flag of that word that
+/// marks the record open: identical traps may still be added to it ([`EventRing::coalesce`])
+/// until a reader closes it (every reader does, before it copies a record).
+const COUNT_WORD: usize = 6;
+const OPEN: u64 = 1 << 63;
+/// The largest count a record holds (the count word less its open flag).
+const MAX_COUNT: u64 = OPEN - 1;
+/// The flags that make two records of one ring alike (the CPU is the ring's).
+const KIND_MASK: u64 = !(u32::MAX as u64);
+
+/// The identity word of a record: its process and thread IDs.
+fn pack_ids(pid: i32, tid: i32) -> u64 {
+    u64::from(pid as u32) << 32 | u64::from(tid as u32)
+}
+
 /// The words of `event` timed `ns`: the time is kept in ns (the merge's key), shown in ms.
 fn pack_event(event: &Event, ns: u64) -> [u64; EVENT_WORDS] {
     let flags = u64::from(event.cpu)
@@ -79,11 +94,11 @@ fn pack_event(event: &Event, ns: u64) -> [u64; EVENT_WORDS] {
     [
         ns,
         flags,
-        u64::from(event.pid as u32) << 32 | u64::from(event.tid as u32),
+        pack_ids(event.pid, event.tid),
         comm0,
         comm1,
         event.ip,
-        event.count,
+        event.count.min(MAX_COUNT),
         event.cgroup,
     ]
 }
@@ -104,7 +119,7 @@ fn unpack_event(seq: u64, words: [u64; EVENT_WORDS]) -> Event {
         },
         guest: flags & GUEST != 0,
         ip,
-        count,
+        count: count & MAX_COUNT,
         action: action_of(flags >> ACTION_SHIFT),
         map: None,
         cgroup,
@@ -291,17 +306,30 @@ impl<const N: usize> Writing<'_, N> {
     }
 
     /// [`finish`](Self::finish) with the mapping given as words (`event.map` is ignored).
-    pub fn finish_packed(mut self, ns: u64, event: &Event, map: Option<PackedMapping>) {
+    pub fn finish_packed(self, ns: u64, event: &Event, map: Option<PackedMapping>) {
+        self.finish_words(pack_event(event, ns), map);
+    }
+
+    /// [`finish_packed`](Self::finish_packed), and leaves the record open: until a reader
+    /// closes it, identical detections are added to its count ([`EventRing::coalesce`])
+    /// rather than written as records of their own.
+    pub fn finish_open(self, ns: u64, event: &Event, map: Option<PackedMapping>) {
+        let mut words = pack_event(event, ns);
+        words[COUNT_WORD] |= OPEN;
+        self.finish_words(words, map);
+    }
+
+    fn finish_words(mut self, words: [u64; EVENT_WORDS], map: Option<PackedMapping>) {
         let ring = self.ring;
         let index = (self.seq % N as u64) as usize;
-        if ring.slots[index].put(self.seq, &pack_event(event, ns)) {
+        if ring.slots[index].put(self.seq, &words) {
             if let Some(map) = &map {
                 ring.maps[index].put(self.seq, &map.0);
             }
         } else {
             ring.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        ring.last_ns.store(ns, Ordering::Relaxed);
+        ring.last_ns.store(words[0], Ordering::Relaxed);
         self.finished = true;
     }
 }
@@ -352,11 +380,70 @@ impl<const N: usize> EventRing<N> {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// The time of the last record written (ns), that of the open one while there is one.
+    pub fn last_ns(&self) -> u64 {
+        self.last_ns.load(Ordering::Relaxed)
+    }
+
+    /// Adds one detection to the ring's newest record, if that record is still open and is
+    /// of the same kind: the same process and thread (`pid`, `tid`), instruction pointer
+    /// `ip` and `action`, a trap (source `bld`) outside guest mode. Returns its number, or
+    /// `None` if a new record must be written: the newest differs, was never open, or a
+    /// reader closed it. Only the ring's writer may call this (it reads the newest record
+    /// without the slot protocol, which only that writer changes). Never waits: one
+    /// compare-and-swap of the count word, which fails once a reader closed the record.
+    pub fn coalesce(&self, pid: i32, tid: i32, ip: u64, action: Action) -> Option<u64> {
+        let seq = self.next_seq.load(Ordering::Relaxed).checked_sub(1)?;
+        let slot = &self.slots[(seq % N as u64) as usize];
+        let words = &slot.words;
+        if slot.sequence.load(Ordering::Relaxed) != 2 * seq + 2
+            || words[2].load(Ordering::Relaxed) != pack_ids(pid, tid)
+            || words[5].load(Ordering::Relaxed) != ip
+            || words[1].load(Ordering::Relaxed) & KIND_MASK != action_code(action) << ACTION_SHIFT
+        {
+            return None;
+        }
+        let count = &words[COUNT_WORD];
+        let mut current = count.load(Ordering::Relaxed);
+        loop {
+            if current & OPEN == 0 || current & MAX_COUNT == MAX_COUNT {
+                return None;
+            }
+            match count.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Some(seq),
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    /// Closes the record in `slot`, if open.
+    fn close(slot: &Slot<EVENT_WORDS>) {
+        let count = &slot.words[COUNT_WORD];
+        if count.load(Ordering::Relaxed) & OPEN != 0 {
+            count.fetch_and(MAX_COUNT, Ordering::Relaxed);
+        }
+    }
+
     /// Calls `visit` for every slot that holds a record, in slot order: with its key and a
     /// copy, or `None` if a writer is replacing it at that instant (with a newer record).
+    /// Closes every record it copies first, so that the count it sees is final.
     fn for_each_record(&self, cpu: u32, ring: u8, mut visit: impl FnMut(Option<(Key, Event)>)) {
         for (slot, map) in self.slots.iter().zip(&self.maps) {
-            match slot.read() {
+            // A record written between the close and the copy may be open: closed again,
+            // copied again (a few times at most; then it counts as being replaced).
+            let copy = (0..4)
+                .map(|_| {
+                    Self::close(slot);
+                    slot.read()
+                })
+                .find(|copy| !matches!(copy, Some((_, words)) if words[COUNT_WORD] & OPEN != 0))
+                .flatten();
+            match copy {
                 Some((sequence, words)) => {
                     let seq = sequence / 2 - 1;
                     let event = Event {
@@ -639,6 +726,29 @@ impl<const K: usize> TopSketch<K> {
         slot.fill(even + 1, &pack_offender(&updated));
         self.last.store(index as u64, Ordering::Relaxed);
         self.writer.store(false, Ordering::Release);
+    }
+
+    /// Adds `count` bus locks to process `pid` if it is the one updated last (the usual case
+    /// for a trap added to an open record, [`EventRing::coalesce`]): only its count changes;
+    /// its name, cgroup and last time stay those of its last [`add`](Self::add). False,
+    /// with nothing done, if it is not (the caller then [`add`](Self::add)s).
+    pub fn add_more(&self, pid: i32, count: u64) -> bool {
+        if K == 0 || self.writer.swap(true, Ordering::Acquire) {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        let slot = &self.slots[self.last.load(Ordering::Relaxed) as usize % K];
+        let even = slot.sequence.load(Ordering::Relaxed);
+        let found = even != 0 && slot.words[0].load(Ordering::Relaxed) as u32 as i32 == pid;
+        if found {
+            let bus_locks = slot.words[3].load(Ordering::Relaxed).saturating_add(count);
+            slot.sequence.store(even + 1, Ordering::Relaxed);
+            fence(Ordering::Release);
+            slot.words[3].store(bus_locks, Ordering::Relaxed);
+            slot.sequence.store(even + 2, Ordering::Release);
+        }
+        self.writer.store(false, Ordering::Release);
+        found
     }
 
     /// The fast path of [`add`](Self::add), writer flag held: if slot `index` is process
@@ -1313,6 +1423,186 @@ mod tests {
         }
         writer.join().unwrap();
         completers.into_iter().for_each(|c| c.join().unwrap());
+    }
+
+    /// A trap of thread `tid` of process 7 at `ip`, dealt with by `action`, into `ring` (and
+    /// `top`) as the #DB notifier does it: added to the open record if it is the same, else
+    /// written as a new open record at `ns`. Returns the record's number.
+    fn trap<const N: usize>(
+        ring: &EventRing<N>,
+        top: &TopSketch<4>,
+        ns: u64,
+        tid: i32,
+        ip: u64,
+        action: Action,
+    ) -> u64 {
+        if let Some(seq) = ring.coalesce(7, tid, ip, action) {
+            if !top.add_more(7, 1) {
+                top.add(7, Comm::new(b"t"), false, 0, 1, ns / 1_000_000);
+            }
+            return seq;
+        }
+        let writing = ring.begin();
+        let seq = writing.seq();
+        let event = Event {
+            cpu: 0,
+            pid: 7,
+            tid,
+            source: Source::Bld,
+            guest: false,
+            ip,
+            count: 1,
+            action,
+            ..event(0)
+        };
+        writing.finish_open(ns, &event, None);
+        top.add(7, Comm::new(b"t"), false, 0, 1, ns / 1_000_000);
+        seq
+    }
+
+    /// (seq, count) of everything readable in `ring`.
+    fn counts<const N: usize>(ring: &EventRing<N>) -> Vec<(u64, u64)> {
+        merged::<N, N>(core::slice::from_ref(ring), u64::MAX)
+            .iter()
+            .map(|e| (e.seq, e.count))
+            .collect()
+    }
+
+    #[test]
+    fn identical_traps_are_added_to_the_open_record() {
+        let ring = EventRing::<4>::new();
+        let sketch = TopSketch::<4>::new();
+        assert_eq!(
+            ring.coalesce(7, 1, 0x10, Action::Warn),
+            None,
+            "no record yet"
+        );
+        for _ in 0..5 {
+            assert_eq!(trap(&ring, &sketch, 100, 1, 0x10, Action::Warn), 0);
+        }
+        // Another IP, thread or action: a record of its own, which is then the open one.
+        assert_eq!(trap(&ring, &sketch, 200, 1, 0x20, Action::Warn), 1);
+        assert_eq!(trap(&ring, &sketch, 300, 2, 0x20, Action::Warn), 2);
+        assert_eq!(trap(&ring, &sketch, 400, 2, 0x20, Action::Kill), 3);
+        assert_eq!(trap(&ring, &sketch, 500, 2, 0x20, Action::Kill), 3);
+        // The earlier record, no longer the newest, is never added to again.
+        assert_eq!(trap(&ring, &sketch, 600, 1, 0x10, Action::Warn), 4);
+        let seen = merged::<4, 8>(core::slice::from_ref(&ring), u64::MAX);
+        assert_eq!(
+            seen.iter().map(|e| (e.seq, e.count)).collect::<Vec<_>>(),
+            [(1, 1), (2, 1), (3, 2), (4, 1)]
+        );
+        // The record keeps its first trap's time and fields.
+        assert_eq!((seen[2].ms, seen[2].tid, seen[2].ip), (0, 2, 0x20));
+        assert_eq!(seen[2].action, Action::Kill);
+        assert_eq!(top(core::slice::from_ref(&sketch)), [(7, 10)]);
+        assert_eq!(ring.dropped() + sketch.dropped(), 0);
+        // Records not written open (the PMU's) are never added to.
+        let pmu = EventRing::<4>::new();
+        write(
+            &pmu,
+            1,
+            &Event {
+                pid: 7,
+                tid: 1,
+                ip: 0x10,
+                source: Source::Bld,
+                guest: false,
+                action: Action::Warn,
+                ..event(0)
+            },
+        );
+        assert_eq!(pmu.coalesce(7, 1, 0x10, Action::Warn), None);
+        // Nor a guest's or a PMU sample's, even written open.
+        for (source, guest) in [(Source::Pmu, false), (Source::Bld, true)] {
+            let writing = pmu.begin();
+            writing.finish_open(
+                2,
+                &Event {
+                    pid: 7,
+                    tid: 1,
+                    ip: 0x10,
+                    source,
+                    guest,
+                    action: Action::Warn,
+                    ..event(0)
+                },
+                None,
+            );
+            assert_eq!(pmu.coalesce(7, 1, 0x10, Action::Warn), None);
+        }
+    }
+
+    #[test]
+    fn a_read_closes_the_records_it_shows() {
+        let ring = EventRing::<4>::new();
+        let sketch = TopSketch::<4>::new();
+        for _ in 0..3 {
+            trap(&ring, &sketch, 100, 1, 0x10, Action::Warn);
+        }
+        assert_eq!(counts(&ring), [(0, 3)]);
+        // Seen with 3: final. The same trap again starts a new record.
+        assert_eq!(ring.coalesce(7, 1, 0x10, Action::Warn), None);
+        assert_eq!(trap(&ring, &sketch, 200, 1, 0x10, Action::Warn), 1);
+        assert_eq!(trap(&ring, &sketch, 300, 1, 0x10, Action::Warn), 1);
+        assert_eq!(counts(&ring), [(0, 3), (1, 2)]);
+        assert_eq!(
+            counts(&ring),
+            [(0, 3), (1, 2)],
+            "a second read changes nothing"
+        );
+        assert_eq!(top(core::slice::from_ref(&sketch)), [(7, 5)]);
+        // A record held back by the horizon is closed all the same (its count is final
+        // whenever it is shown).
+        trap(&ring, &sketch, 1000, 1, 0x10, Action::Warn);
+        assert_eq!(merged::<4, 4>(core::slice::from_ref(&ring), 500).len(), 2);
+        assert_eq!(ring.coalesce(7, 1, 0x10, Action::Warn), None);
+    }
+
+    /// A writer adding traps to open records (and now and then writing a different one)
+    /// while a reader reads: every record's count is final once read, and after a last
+    /// read, the counts read add up to the traps made.
+    #[test]
+    fn a_reader_closing_records_never_loses_a_count() {
+        const TRAPS: u64 = 200_000;
+        let ring = Arc::new(EventRing::<64>::new());
+        let sketch = Arc::new(TopSketch::<4>::new());
+        let done = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (ring, sketch, done) = (ring.clone(), sketch.clone(), done.clone());
+            std::thread::spawn(move || {
+                for n in 0..TRAPS {
+                    // A different IP every 5000 traps: records not closed by a reader.
+                    let ip = 0x1000 + n / 5000;
+                    trap(&ring, &sketch, n, 1, ip, Action::Warn);
+                }
+                done.store(true, Ordering::SeqCst);
+            })
+        };
+        let mut seen = std::collections::BTreeMap::<u64, u64>::new();
+        let read = |seen: &mut std::collections::BTreeMap<u64, u64>| {
+            for (seq, count) in counts(&*ring) {
+                let first = *seen.entry(seq).or_insert(count);
+                assert_eq!(first, count, "record {seq} changed after it was read");
+            }
+        };
+        let mut reads = 0;
+        while !done.load(Ordering::SeqCst) {
+            read(&mut seen);
+            reads += 1;
+        }
+        writer.join().unwrap();
+        read(&mut seen);
+        assert!(reads > 0);
+        let records = seen.len() as u64;
+        assert_eq!(
+            ring.next_seq.load(Ordering::Relaxed),
+            records,
+            "every record was read before it was overwritten"
+        );
+        assert_eq!(seen.values().sum::<u64>(), TRAPS);
+        assert_eq!(top(core::slice::from_ref(&*sketch)), [(7, TRAPS)]);
+        assert_eq!(ring.dropped() + sketch.dropped(), 0);
     }
 
     /// The merged table of `sketches`, as (pid, count).
