@@ -328,6 +328,28 @@ ring_seq_gaps() {
 		}'
 }
 
+# The bus locks the records of file $1 that match the extended regex $2 stand for: the sum
+# of their count= (a trap record counts the identical traps added to it while it was open,
+# docs/ABI/sysfs-kernel-amd_sld).
+count_sum() {
+	grep -E -- "$2" "$1" | sed -n 's/.* count=\([0-9]*\) .*/\1/p' | awk '{ s += $1 } END { print s + 0 }'
+}
+
+# The records (cpu, source, seq) shown by both reads of events, $1 then $2, with a different
+# count: none, since a reader closes every record it shows (its count is final once read).
+counts_changed() {
+	awk '{
+		key = ""; count = ""
+		for (i = 1; i <= NF; i++) {
+			split($i, kv, "=")
+			if (kv[1] == "seq" || kv[1] == "cpu" || kv[1] == "source") key = key $i " "
+			if (kv[1] == "count") count = kv[2]
+		}
+		if (FNR == NR) first[key] = count
+		else if ((key in first) && first[key] != count) printf "%s(%s then %s) ", key, first[key], count
+	}' "$1" "$2"
+}
+
 EVENT_RE='^seq=[0-9]+ ms=[0-9]+ cpu=[0-9]+ pid=[0-9]+ tid=[0-9]+ comm=[!-~]+ source=(bld|pmu) guest=[01] ip=0x[0-9a-f]+ count=[0-9]+ action=(none|warn|kill|throttle) cgroup=[0-9]+ map=(-|[!-~]+\+0x[0-9a-f]+)$'
 TOP_RE='^pid=[0-9]+ comm=[!-~]+ bus_locks=[0-9]+ guest=[01] first_ms=[0-9]+ last_ms=[0-9]+ cgroup=[0-9]+$'
 
@@ -343,17 +365,26 @@ event_record_format_and_attribution() {
 	pid3=$(field pid "$out")
 	cat $SYS/events > /tmp/events
 	sed 's/^/  /' /tmp/events
-	expect_eq "event lines" "$(wc -l < /tmp/events)" 9
+	# Identical traps (one thread, one IP, one action) on one CPU share a record until it
+	# is read: 3 records at least (three processes), 9 at most (one per trap).
+	lines=$(wc -l < /tmp/events)
+	[ "$lines" -ge 3 ] && [ "$lines" -le 9 ] || fail "$lines records of 9 traps, expected 3..9"
+	expect_eq "bus locks the records stand for" "$(count_sum /tmp/events .)" 9
 	bad=$(grep -cvE "$EVENT_RE" /tmp/events)
 	expect_eq "lines not in the documented format" "$bad" 0
-	# Numbered per CPU and source (each has its ring) from 0, without a gap; all 9 traps.
-	expect_eq "seq numbers per ring" "$(ring_seq_gaps /tmp/events)" ""
+	# Numbered per CPU and source (each has its ring) from 0, without a gap: every record.
+	expect_eq "seq numbers per ring" "$(ring_seq_gaps /tmp/events)" """"
 	expect_eq "each ring's first record numbered 0" \
 		"$(sed 's/^seq=\([0-9]*\) ms=[0-9]* cpu=\([0-9]*\) .* source=\([a-z]*\) .*/\2\/\3 \1/' /tmp/events |
 			awk '!($1 in first) {first[$1] = $2} END {for (r in first) s += first[r]; print s + 0}')" 0
-	expect_eq "first offender's events" "$(grep -c " pid=$pid tid=$pid comm=buslock source=bld guest=0 .* count=1 action=warn" /tmp/events)" 5
-	expect_eq "killed event" "$(grep -c ' action=kill cgroup=[0-9]* map=' /tmp/events)" 1
-	expect_eq "third offender's events" "$(grep -c " pid=$pid3 .*action=warn" /tmp/events)" 3
+	expect_eq "first offender's bus locks" \
+		"$(count_sum /tmp/events " pid=$pid tid=$pid comm=buslock source=bld guest=0 ip=0x[0-9a-f]+ count=[0-9]+ action=warn ")" 5
+	expect_eq "records of the first offender, all of them its" \
+		"$(grep -c " pid=$pid " /tmp/events)" "$(grep -c " pid=$pid tid=$pid comm=buslock source=bld guest=0 .* action=warn " /tmp/events)"
+	expect_eq "killed event" "$(grep -c ' count=1 action=kill cgroup=[0-9]* map=' /tmp/events)" 1
+	expect_eq "third offender's bus locks" "$(count_sum /tmp/events " pid=$pid3 .*action=warn ")" 3
+	# Read once, final: the records read are closed, their counts do not change.
+	expect_eq "a second read" "$(cat $SYS/events)" "$(cat /tmp/events)"
 	cat $SYS/top > /tmp/top
 	sed 's/^/  /' /tmp/top
 	expect_eq "top lines" "$(wc -l < /tmp/top)" 3
@@ -369,7 +400,23 @@ event_record_format_and_attribution() {
 
 event_record_bound_and_loss_counted_under_storm() {
 	load
-	"$BUSLOCK" -n 0 -t 3000 -p 4 > /tmp/storm.out || fail "buslock failed: $(cat /tmp/storm.out)"
+	"$BUSLOCK" -n 0 -t 3000 -p 4 > /tmp/storm.out &
+	storm=$!
+	# Read while the storm runs: a record's count, once read, never changes (the read
+	# closed it; later identical traps go to a new record).
+	reads=0 changed=""
+	cat $SYS/events > /tmp/events.before
+	while kill -0 $storm 2> /dev/null; do
+		sleep 0.2
+		cat $SYS/events > /tmp/events.after
+		changed=$changed$(counts_changed /tmp/events.before /tmp/events.after)
+		mv /tmp/events.after /tmp/events.before
+		reads=$((reads + 1))
+	done
+	wait $storm || fail "buslock failed: $(cat /tmp/storm.out)"
+	echo "$reads reads during the storm"
+	[ "$reads" -ge 3 ] || fail "only $reads reads during the storm"
+	expect_eq "records whose count changed after a read" "$changed" ""
 	cat $SYS/events > /tmp/events
 	total=$(counter bus_locks)
 	dropped=$(counter dropped)
@@ -473,13 +520,40 @@ cli_top_events_and_export_name_the_offender() {
 	echo "$top"
 	echo "$top" | grep -qE "^ *$pid +buslock +4( |$)" || fail "top does not show pid $pid (buslock) with 4"
 	expect_eq "events --raw is the kernel's record" "$(amd-sld events --raw)" "$(cat $SYS/events)"
-	expect_eq "events: one line per bus lock of pid $pid" "$(amd-sld events | grep -c "buslock (pid $pid, tid $pid, cgroup [^)]*): 1 bus lock (bld), ip 0x")" 4
+	# One line per record; identical traps share a record: the counts add up to the 4.
+	expect_eq "bus locks of pid $pid in events" "$(amd-sld events |
+		sed -n "s/^.*buslock (pid $pid, tid $pid, cgroup [^)]*): \([0-9]*\) bus locks\{0,1\} (bld), ip 0x.*/\1/p" |
+		awk '{ s += $1 } END { print s + 0 }')" 4
 	prom=$(amd-sld export --prometheus) || fail "export failed"
 	for line in "amd_sld_up 1" "amd_sld_bus_locks_total 4" "# TYPE amd_sld_bus_locks_total counter"; do
 		echo "$prom" | grep -qxF "$line" || fail "export lacks '$line'"
 	done
 	echo "$prom" | grep -qxE "amd_sld_offender_bus_locks\{pid=\"$pid\",comm=\"buslock\",cgroup=\"[^\"]+\"\} 4" ||
 		fail "export lacks the offender buslock/$pid with 4"
+	unload
+}
+
+# A follower (`amd-sld events --follow`, which remembers the last seq of each ring) polling
+# while one thread's identical traps are added to open records prints each record once,
+# with its final count: a read closes every record it shows, so the counts it printed add up
+# to the bus locks, none missed by a record that grew after it was printed.
+cli_follower_counts_every_bus_lock() {
+	need_cli
+	load
+	amd-sld events --follow --raw --interval 0.02 > /tmp/follow 2> /tmp/follow.err &
+	follower=$!
+	sleep 0.5
+	out=$("$BUSLOCK" -n 20000) || { kill $follower; fail "buslock failed: $out"; }
+	pid=$(field pid "$out")
+	sleep 1
+	kill $follower
+	wait $follower
+	echo "$(wc -l < /tmp/follow) records followed, of $(grep -c " pid=$pid " /tmp/follow) buslock/$pid's"
+	sed 's/^/  /' /tmp/follow | tail -n 5
+	[ -s /tmp/follow.err ] && fail "the follower reported: $(cat /tmp/follow.err)"
+	expect_eq "bus_locks" "$(counter bus_locks)" 20000
+	expect_eq "bus locks of buslock/$pid's records followed" "$(count_sum /tmp/follow " pid=$pid ")" 20000
+	expect_eq "dropped" "$(counter dropped)" 0
 	unload
 }
 
@@ -512,7 +586,8 @@ cgroup_recorded_and_resolved_by_the_cli() {
 	echo "buslock/$pid ran in $cg (cgroup ID $id), source $(counter source)"
 	records=$(grep -c " pid=$pid .* cgroup=$id " $SYS/events)
 	[ "$records" -ge 1 ] || fail "no record of pid $pid with cgroup=$id: $(cat $SYS/events)"
-	[ "$(counter source)" = pmu ] || expect_eq "records of pid $pid with cgroup=$id" "$records" 4
+	[ "$(counter source)" = pmu ] ||
+		expect_eq "bus locks of pid $pid recorded with cgroup=$id" "$(count_sum $SYS/events " pid=$pid .* cgroup=$id ")" 4
 	locks=$(sed -n "s/^pid=$pid comm=buslock bus_locks=\([0-9]*\) .* cgroup=$id$/\1/p" $SYS/top)
 	[ -n "$locks" ] || fail "top has no buslock/$pid in cgroup $id: $(cat $SYS/top)"
 	events=$(amd-sld events) || fail "events failed"
@@ -994,15 +1069,26 @@ incident_case() { # source
 		ip=$(echo "$line" | sed 's/.*address: //')
 		echo "trap at $ip, wait loop at $fn"
 		[ $((ip)) -gt $((fn)) ] && [ $((ip)) -lt $((fn + 256)) ] || fail "trap IP $ip is not in the wait loop at $fn"
-		# Every record shown is one of its traps: the newest 32, or as many as fit in the
-		# page (30 lines of this length).
-		shown=$(wc -l < $SYS/events)
-		[ "$shown" -ge 30 ] || fail "only $shown records shown"
-		expect_eq "traps taken" "$(grep -c " pid=$pid .*source=bld .*count=1 action=warn" $SYS/events)" "$shown"
+		# Its traps at one IP share a record per CPU it ran on (until read): every record
+		# shown is of its traps, and with none overwritten (each ring's records shown from
+		# seq 0, without a gap), their counts add up to its 1000 bus locks.
+		cat $SYS/events > /tmp/events
+		sed 's/^/  /' /tmp/events
+		shown=$(wc -l < /tmp/events)
+		[ "$shown" -ge 1 ] || fail "no record shown"
+		expect_eq "records of lockwait's traps" "$(grep -c " pid=$pid .*source=bld .* action=warn " /tmp/events)" "$shown"
+		firsts=$(sed 's/^seq=\([0-9]*\) ms=[0-9]* cpu=\([0-9]*\) .*/\2 \1/' /tmp/events |
+			awk '!($1 in first) { first[$1] = $2 } END { for (r in first) s += first[r]; print s + 0 }')
+		if [ "$firsts" = 0 ] && [ -z "$(ring_seq_gaps /tmp/events)" ]; then
+			expect_eq "bus locks of lockwait's records" "$(count_sum /tmp/events " pid=$pid ")" 1000
+		else
+			echo "records overwritten ($shown shown): the sum of their counts is a lower bound"
+			[ "$(count_sum /tmp/events " pid=$pid ")" -le 1000 ] || fail "the records count more than 1000 bus locks"
+		fi
 		# Each record names the file of its IP, looked up by the task's own work or found in
 		# its CPU's cache of the last lookup.
 		expect_eq "trap records naming lockwait and the offset of their IP" \
-			"$(grep -c " pid=$pid .*source=bld .* map=lockwait+0x[0-9a-f]*$" $SYS/events)" "$shown"
+			"$(grep -c " pid=$pid .*source=bld .* map=lockwait+0x[0-9a-f]*$" /tmp/events)" "$shown"
 	else
 		dmesg | grep -qE "amd_sld: PMU: lockwait/$pid caused [0-9]+ bus locks$" || fail "no PMU line naming lockwait/$pid"
 		# Each sample's user IP: where the CPU was in user mode, or the one its entry into
@@ -1711,7 +1797,8 @@ off_disarms_and_keeps_counters policy_switches_while_events_flow cpu_offline_onl
 counters_equal_events single_step_and_ptrace_unchanged kernel_handle_bus_lock_never_called
 event_record_format_and_attribution event_record_bound_and_loss_counted_under_storm
 cli_without_the_module cli_status_matches_sysfs cli_set_validates_and_changes_the_live_policy
-cli_top_events_and_export_name_the_offender cgroup_recorded_and_resolved_by_the_cli
+cli_top_events_and_export_name_the_offender cli_follower_counts_every_bus_lock
+cgroup_recorded_and_resolved_by_the_cli
 cli_needs_root_to_act_and_says_so
 pmu_counts_exactly_and_attributes pmu_fatal_hits_the_sampled_task_only pmu_ratelimit_100_one_process
 pmu_ratelimit_100_three_processes pmu_storm_interrupts_bounded pmu_cpu_hotplug

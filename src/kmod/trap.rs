@@ -132,7 +132,10 @@ fn on_return_to_user([id, user_ip, until_us]: [u64; 3]) {
     warn(stats::this_cpu(), user_ip);
 }
 
-/// The `warn` action, also taken by `ratelimit` once a task is under budget.
+/// The `warn` action, also taken by `ratelimit` once a task is under budget. Inlined: the
+/// suppressed line of a storm is a counter and a read of the limiter (the line itself is
+/// printed out of line, [`log_now`]).
+#[inline(always)]
 fn warn(counts: Option<&Counts>, user_ip: u64) {
     stats::WARNED.add_to(counts, 1);
     log_limited_at(counts, || {
@@ -174,19 +177,26 @@ pub(crate) fn log_limited(print: impl FnOnce()) {
 /// the common case in a storm, reads the limiter's shared word and writes only this CPU's
 /// count; the line that opens the next window collects every CPU's. Timed by the tick, as
 /// the kernel's `___ratelimit()` is: no clock source read.
+#[inline(always)]
 fn log_limited_at(counts: Option<&Counts>, print: impl FnOnce()) {
     match LOG.admit(ffi::coarse_ms()) {
         Admission::Deny => stats::LOG_SUPPRESSED.add_to(counts, 1),
-        Admission::Pass { opens_window } => {
-            let suppressed = if opens_window {
-                stats::LOG_SUPPRESSED.take()
-            } else {
-                0
-            };
-            if suppressed > 0 {
-                pr_warn!("{} bus_lock messages suppressed\n", suppressed);
-            }
-            print();
-        }
+        Admission::Pass { opens_window } => log_now(opens_window, print),
     }
+}
+
+/// The line let through by the log's limit, after the count of those suppressed since the
+/// last one if `opens_window`. Out of the hot path: at most 10 lines per 5 s.
+#[cold]
+#[inline(never)]
+fn log_now(opens_window: bool, print: impl FnOnce()) {
+    let suppressed = if opens_window {
+        stats::LOG_SUPPRESSED.take()
+    } else {
+        0
+    };
+    if suppressed > 0 {
+        pr_warn!("{} bus_lock messages suppressed\n", suppressed);
+    }
+    print();
 }

@@ -57,5 +57,10 @@ pub(crate) fn coarse_ms() -> u64 {
     // builds for (`jiffies` is the low word of `jiffies_64` there).
     let ticks = unsafe { core::ptr::read_volatile(core::ptr::addr_of!(bindings::jiffies)) };
     // 64 bits: no wrap for the life of a system, even from INITIAL_JIFFIES.
-    (ticks as u64).wrapping_mul(1000) / u64::from(bindings::CONFIG_HZ)
+    const HZ: u64 = bindings::CONFIG_HZ as u64;
+    if 1000 % HZ == 0 {
+        (ticks as u64).wrapping_mul(1000 / HZ)
+    } else {
+        (ticks as u64).wrapping_mul(1000) / HZ
+    }
 }

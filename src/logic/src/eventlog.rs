@@ -392,11 +392,16 @@ impl<const N: usize> EventRing<N> {
     /// reader closed it. Only the ring's writer may call this (it reads the newest record
     /// without the slot protocol, which only that writer changes). Never waits: one
     /// compare-and-swap of the count word, which fails once a reader closed the record.
+    #[inline(always)]
     pub fn coalesce(&self, pid: i32, tid: i32, ip: u64, action: Action) -> Option<u64> {
-        let seq = self.next_seq.load(Ordering::Relaxed).checked_sub(1)?;
+        let next = self.next_seq.load(Ordering::Relaxed);
+        if next == 0 {
+            return None;
+        }
+        let seq = next.wrapping_sub(1);
         let slot = &self.slots[(seq % N as u64) as usize];
         let words = &slot.words;
-        if slot.sequence.load(Ordering::Relaxed) != 2 * seq + 2
+        if slot.sequence.load(Ordering::Relaxed) != seq.wrapping_mul(2).wrapping_add(2)
             || words[2].load(Ordering::Relaxed) != pack_ids(pid, tid)
             || words[5].load(Ordering::Relaxed) != ip
             || words[1].load(Ordering::Relaxed) & KIND_MASK != action_code(action) << ACTION_SHIFT
@@ -406,12 +411,12 @@ impl<const N: usize> EventRing<N> {
         let count = &words[COUNT_WORD];
         let mut current = count.load(Ordering::Relaxed);
         loop {
-            if current & OPEN == 0 || current & MAX_COUNT == MAX_COUNT {
+            if current & OPEN == 0 || current == OPEN | MAX_COUNT {
                 return None;
             }
             match count.compare_exchange_weak(
                 current,
-                current + 1,
+                current.wrapping_add(1),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
@@ -732,6 +737,7 @@ impl<const K: usize> TopSketch<K> {
     /// for a trap added to an open record, [`EventRing::coalesce`]): only its count changes;
     /// its name, cgroup and last time stay those of its last [`add`](Self::add). False,
     /// with nothing done, if it is not (the caller then [`add`](Self::add)s).
+    #[inline(always)]
     pub fn add_more(&self, pid: i32, count: u64) -> bool {
         if K == 0 || self.writer.swap(true, Ordering::Acquire) {
             self.dropped.fetch_add(1, Ordering::Relaxed);

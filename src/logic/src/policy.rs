@@ -162,6 +162,7 @@ impl Policy {
     }
 
     /// Unpacks [`Policy::to_bits`]; `None` for a word it never produces.
+    #[inline(always)]
     pub const fn from_bits(bits: u32) -> Option<Policy> {
         match bits & 3 {
             0 if bits == 0 => Some(Policy::Off),

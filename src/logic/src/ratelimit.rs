@@ -94,10 +94,12 @@ impl RateLimiter {
     /// nothing when it denies, the common case in a storm: it only reads the shared word.
     /// The caller counts the events denied itself (per CPU, say) and reports them when a
     /// window opens.
+    #[inline(always)]
     pub fn admit(&self, now_ms: u64) -> Admission {
         self.decide(now_ms)
     }
 
+    #[inline(always)]
     fn decide(&self, now_ms: u64) -> Admission {
         let burst = self.burst;
         if burst == 0 {
