@@ -415,7 +415,7 @@ event_record_bound_and_loss_counted_under_storm() {
 	done
 	wait $storm || fail "buslock failed: $(cat /tmp/storm.out)"
 	echo "$reads reads during the storm"
-	[ "$reads" -ge 3 ] || fail "only $reads reads during the storm"
+	[ "$reads" -ge 2 ] || fail "only $reads reads during the storm"
 	expect_eq "records whose count changed after a read" "$changed" ""
 	cat $SYS/events > /tmp/events
 	total=$(counter bus_locks)

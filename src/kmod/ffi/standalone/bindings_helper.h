@@ -12,6 +12,7 @@
 #include <linux/errno.h>
 #include <linux/fcntl.h>
 #include <linux/fs.h>
+#include <linux/jiffies.h>
 #include <linux/kdebug.h>
 #include <linux/kobject.h>
 #include <linux/module.h>
