@@ -39,6 +39,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/ucontext.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MSR_DEBUGCTL 0x1d9
@@ -730,6 +731,93 @@ static void check_debugctl(const char *mode)
 	check(!err && rdmsr(0, MSR_DEBUGCTL) == 0, "DEBUGCTL cleared");
 }
 
+/*
+ * textpoke: cross-modifying code under MTTCG (0006). A static key (sched_schedstats, used
+ * by enqueue_task_fair() and its callers) flipped in a loop while a pair of threads per
+ * vCPU ping-pongs over pipes, so every vCPU keeps waking tasks on the others (IPIs,
+ * sched_ttwu_pending) through the code text_poke_bp() rewrites. A vCPU that keeps a
+ * translation of a patch site made from the bytes before the last write executes the
+ * int3 after the kernel dropped its handler: "Oops: int3" (the shell script sees it on the
+ * console; this program does not come back).
+ */
+static atomic_bool tp_stop;
+
+struct tp_pair {
+	int cpu, to[2], from[2];
+};
+
+static void tp_pin(int cpu)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(cpu, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void *tp_ping(void *arg)
+{
+	struct tp_pair *p = arg;
+	char c = 0;
+
+	tp_pin(p->cpu);
+	while (!atomic_load(&tp_stop))
+		if (write(p->to[1], &c, 1) != 1 || read(p->from[0], &c, 1) != 1)
+			break;
+	close(p->to[1]);
+	return NULL;
+}
+
+static void *tp_pong(void *arg)
+{
+	struct tp_pair *p = arg;
+	char c;
+
+	tp_pin((p->cpu + 1) % ncpus);
+	while (read(p->to[0], &c, 1) == 1)
+		if (write(p->from[1], &c, 1) != 1)
+			break;
+	close(p->from[1]);
+	return NULL;
+}
+
+static int check_textpoke(int seconds)
+{
+	const char *key = "/proc/sys/kernel/sched_schedstats";
+	struct tp_pair pairs[64];
+	pthread_t threads[128];
+	int n = ncpus < 64 ? ncpus : 64;
+	long flips = 0;
+	time_t end;
+
+	if (access(key, W_OK) != 0) {
+		check(false, "%s is writable (a kernel with CONFIG_SCHEDSTATS and jump labels)", key);
+		return 1;
+	}
+	for (int i = 0; i < n; i++) {
+		pairs[i].cpu = i;
+		if (pipe(pairs[i].to) || pipe(pairs[i].from))
+			return 1;
+		pthread_create(&threads[2 * i], NULL, tp_ping, &pairs[i]);
+		pthread_create(&threads[2 * i + 1], NULL, tp_pong, &pairs[i]);
+	}
+	end = time(NULL) + seconds;
+	while (time(NULL) < end) {
+		if (!write_file(key, "1\n") || !write_file(key, "0\n"))
+			break;
+		flips += 2;
+		if (flips % 200 == 0)
+			printf("# %ld flips of sched_schedstats\n", flips);
+	}
+	atomic_store(&tp_stop, true);
+	for (int i = 0; i < 2 * n; i++)
+		pthread_join(threads[i], NULL);
+	check(flips >= 2 * seconds, "%ld flips of sched_schedstats in %d s while %d vCPUs wake each other",
+	      flips, seconds, ncpus);
+	printf("1..%d\n# qemu-selftest: %d passed, %d failed\n", tests, tests - failures, failures);
+	return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	const char *mode = argc > 1 ? argv[1] : "full";
@@ -747,6 +835,8 @@ int main(int argc, char **argv)
 	line = aligned_alloc(4096, 4096);
 	sigaction(SIGTRAP, &sa, NULL);
 	printf("TAP version 13\n# qemu-selftest mode %s, %d CPUs\n", mode, ncpus);
+	if (!strncmp(mode, "textpoke", 8))
+		return check_textpoke(mode[8] == ':' ? atoi(mode + 9) : 60);
 
 	__cpuid_count(7, 0, a, b, c, d);
 	check(!!(c & (1u << 24)) == bld, "CPUID 7.ECX[24] bus-lock-detect = %d", !!(c & (1u << 24)));

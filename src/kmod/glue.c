@@ -242,6 +242,19 @@ bool amd_sld_user_mode(const struct pt_regs *regs)
 	return user_mode((struct pt_regs *)regs); /* const only from 6.2 on; it only reads */
 }
 
+/* preempt_disable() and preempt_enable() are macros. */
+void amd_sld_preempt_disable(void);
+void amd_sld_preempt_disable(void)
+{
+	preempt_disable();
+}
+
+void amd_sld_preempt_enable(void);
+void amd_sld_preempt_enable(void)
+{
+	preempt_enable();
+}
+
 unsigned int amd_sld_this_cpu(void);
 unsigned int amd_sld_this_cpu(void)
 {
@@ -264,6 +277,20 @@ bool amd_sld_fatal_signal_pending(void)
  * after a grace period, and nothing here takes a lock, sleeps or allocates. #DB (interrupts
  * off) and NMI context alike. Without CONFIG_CGROUPS: 0, "unknown".
  */
+/*
+ * The current address space's ID, unique for the life of the system (x86's mm context
+ * ctx_id, which switch_mm() compares for the same reason), or 0 for a kernel thread.
+ * current->mm is the running task's own: it cannot be freed under it, even in an NMI that
+ * lands in exec_mmap() (the old mm is dropped later, by this task).
+ */
+u64 amd_sld_current_mm_id(void);
+u64 amd_sld_current_mm_id(void)
+{
+	struct mm_struct *mm = current->mm;
+
+	return mm ? mm->context.ctx_id : 0;
+}
+
 u64 amd_sld_current_cgroup_id(void);
 u64 amd_sld_current_cgroup_id(void)
 {

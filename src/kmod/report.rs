@@ -220,14 +220,18 @@ pub(crate) fn complete_current(id: u64, ip: u64) {
         return;
     };
     let record = RecordId::from_word(id);
-    if let (Some(records), Some(mapping)) = (PER_CPU.get(record.cpu), vma.mapping_of(ip)) {
-        if let Some(ring) = records.rings.get(usize::from(record.ring)) {
-            ring.complete(record.seq, &mapping);
+    // Both writes claim a slot that #DB and NMI handlers on the slot's CPU read: never
+    // preempted halfway (a claimed slot reads as busy until its writer runs again).
+    ffi::without_preemption(|| {
+        if let (Some(records), Some(mapping)) = (PER_CPU.get(record.cpu), vma.mapping_of(ip)) {
+            if let Some(ring) = records.rings.get(usize::from(record.ring)) {
+                ring.complete(record.seq, &mapping);
+            }
         }
-    }
-    if let Some(records) = PER_CPU.this_cpu() {
-        records.maps.fill(&vma);
-    }
+        if let Some(records) = PER_CPU.this_cpu() {
+            records.maps.fill(&vma);
+        }
+    });
 }
 
 /// Records lost: not written to a ring, or not counted in a sketch.

@@ -10,6 +10,8 @@ use kernel::ffi::{c_uint, c_ulong};
 extern "C" {
     fn amd_sld_this_cpu() -> c_uint;
     fn amd_sld_boot_cpu_identity(vendor: *mut u8, cpuid_7_ecx: *mut u32);
+    fn amd_sld_preempt_disable();
+    fn amd_sld_preempt_enable();
 }
 
 /// Whether the kernel we are built for arms AMD bus-lock detection itself (6.13+): Kbuild
@@ -41,6 +43,19 @@ pub(crate) fn boot_cpu_identity() -> (u8, u32) {
 pub(crate) fn this_cpu() -> u32 {
     // SAFETY: reading the per-CPU CPU number has no preconditions.
     unsafe { amd_sld_this_cpu() }
+}
+
+/// Runs `work` on this CPU without being preempted: a per-CPU structure that its own CPU's
+/// interrupt and NMI handlers read under a sequence word must not be left half written
+/// while its writer sleeps on a run queue (those readers would miss until it ran again).
+pub(crate) fn without_preemption<R>(work: impl FnOnce() -> R) -> R {
+    // SAFETY: balanced by the enable below; `work` cannot sleep (it is a closure the caller
+    // keeps to plain stores), and a panic aborts in the kernel, so no unwind skips it.
+    unsafe { amd_sld_preempt_disable() };
+    let result = work();
+    // SAFETY: pairs with the disable above, on the same CPU (no migration in between).
+    unsafe { amd_sld_preempt_enable() };
+    result
 }
 
 /// Upper bound (exclusive) of CPU numbers on this boot.

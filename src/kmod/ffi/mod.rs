@@ -32,8 +32,8 @@ mod time;
 
 pub(crate) use cmdline::read_boot_command_line;
 pub(crate) use cpu::{
-    boot_cpu_identity, nr_cpu_ids, this_cpu, CpusReadLocked, KERNEL_ARMS_AMD_BUS_LOCK,
-    KVM_KEEPS_HOST_DEBUGCTL_OUT_OF_GUESTS,
+    boot_cpu_identity, nr_cpu_ids, this_cpu, without_preemption, CpusReadLocked,
+    KERNEL_ARMS_AMD_BUS_LOCK, KVM_KEEPS_HOST_DEBUGCTL_OUT_OF_GUESTS,
 };
 pub(crate) use die::{DebugTrap, DebugTrapHook, DieNotifier};
 pub(crate) use hotplug::{CpuHotplug, HotplugHandler};

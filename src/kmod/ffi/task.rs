@@ -22,6 +22,7 @@ extern "C" {
         file_offset: *mut u64,
     ) -> c_int;
     fn amd_sld_current_cgroup_id() -> u64;
+    fn amd_sld_current_mm_id() -> u64;
 }
 
 /// The file mapping at user address `ip` in the current task's address space: its range,
@@ -58,11 +59,13 @@ pub(crate) fn current_ip_vma(ip: u64) -> Option<Vma> {
     })
 }
 
-/// The current task's address space, as an opaque identity (its `mm_struct` pointer; 0 for
-/// a kernel thread). Lock-free: safe in any context, NMI included.
+/// The current task's address space, as an identity never reused while the system runs:
+/// x86's `mm->context.ctx_id` (asm/mmu.h, since 4.15), not the `mm_struct` pointer, which
+/// the slab hands to the next address space (an exec's, even in the same process); 0 for a
+/// kernel thread. Lock-free: safe in any context, NMI included.
 pub(crate) fn current_mm() -> u64 {
-    // SAFETY: `current` is valid while it runs; reading its `mm` pointer, never through it.
-    unsafe { (*bindings::get_current()).mm as u64 }
+    // SAFETY: reads the current task's own mm, which lives while the task runs.
+    unsafe { amd_sld_current_mm_id() }
 }
 
 /// Length of `task_struct::comm` (`TASK_COMM_LEN`).

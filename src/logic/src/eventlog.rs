@@ -319,8 +319,11 @@ impl<const N: usize> Writing<'_, N> {
         self.finish_words(words, map);
     }
 
-    fn finish_words(mut self, words: [u64; EVENT_WORDS], map: Option<PackedMapping>) {
+    fn finish_words(mut self, mut words: [u64; EVENT_WORDS], map: Option<PackedMapping>) {
         let ring = self.ring;
+        // ktime_get_mono_fast_ns() may step back across a timekeeping update (an NMI's read
+        // within one): a ring's times never do, so that its records stay in seq order.
+        words[0] = words[0].max(ring.last_ns.load(Ordering::Relaxed));
         let index = (self.seq % N as u64) as usize;
         if ring.slots[index].put(self.seq, &words) {
             if let Some(map) = &map {
@@ -489,10 +492,12 @@ impl Horizon {
     pub fn see<const N: usize>(&mut self, cpu: u32, ring: u8, log: &EventRing<N>) {
         if log.in_flight.load(Ordering::Acquire) {
             // The record in flight is numbered `next - 1`, or `next` if it has not taken
-            // its number yet; the ring's records before it are all finished.
+            // its number yet. Only this ring's keys lie between the two, so the horizon at
+            // `next` hides either (a record in flight is never shown) and never the ring's
+            // newest finished record, which an earlier read may have shown already.
             let next = log.next_seq.load(Ordering::Relaxed);
             let last = log.last_ns.load(Ordering::Relaxed);
-            self.0 = self.0.min((last, cpu, ring, next.saturating_sub(1)));
+            self.0 = self.0.min((last, cpu, ring, next));
         }
     }
 }

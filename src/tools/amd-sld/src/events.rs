@@ -44,10 +44,11 @@ fn ring_of(event: &Event) -> Ring {
     (event.cpu, event.source.as_str())
 }
 
-/// Remembers, per ring, the next seq to print across reads of the `events` file.
+/// Remembers, per ring, the next seq to print across reads of the `events` file, and the
+/// time of the last record printed.
 #[derive(Debug, Default)]
 pub(crate) struct Follower {
-    next_seq: HashMap<Ring, u64>,
+    next_seq: HashMap<Ring, (u64, u64)>,
 }
 
 impl Follower {
@@ -55,7 +56,7 @@ impl Follower {
     #[cfg(test)]
     fn after(event: &Event) -> Self {
         Follower {
-            next_seq: HashMap::from([(ring_of(event), event.seq + 1)]),
+            next_seq: HashMap::from([(ring_of(event), (event.seq + 1, event.ms))]),
         }
     }
 
@@ -63,17 +64,14 @@ impl Follower {
     /// are skipped, each gap in a ring is reported before the record after it.
     pub(crate) fn accept(&mut self, batch: &[Event]) -> Vec<Step> {
         let mut steps = Vec::new();
-        // Older than what was printed already in some ring: the rings were emptied by a
-        // reload.
-        let mut newest: HashMap<Ring, u64> = HashMap::new();
-        for event in batch {
-            let seq = newest.entry(ring_of(event)).or_default();
-            *seq = (*seq).max(event.seq);
-        }
-        let went_back = newest.iter().any(|(ring, &seq)| {
+        // A record numbered as one already printed but newer than the last printed of its
+        // ring: the rings were emptied by a reload and number from 0 again. (A ring's newest
+        // record may be missing from one read, held back while another CPU writes one that
+        // will sort before it: that is not a reload, and its number is not reused.)
+        let went_back = batch.iter().any(|event| {
             self.next_seq
-                .get(ring)
-                .is_some_and(|&next| seq.saturating_add(1) < next)
+                .get(&ring_of(event))
+                .is_some_and(|&(next, last_ms)| event.seq < next && event.ms > last_ms)
         });
         if went_back {
             steps.push(Step::Restarted);
@@ -81,7 +79,7 @@ impl Follower {
         }
         for (index, event) in batch.iter().enumerate() {
             let ring = ring_of(event);
-            if let Some(&next) = self.next_seq.get(&ring) {
+            if let Some(&(next, _)) = self.next_seq.get(&ring) {
                 if event.seq < next {
                     continue;
                 }
@@ -95,7 +93,8 @@ impl Follower {
                 }
             }
             steps.push(Step::Show(index));
-            self.next_seq.insert(ring, event.seq.saturating_add(1));
+            self.next_seq
+                .insert(ring, (event.seq.saturating_add(1), event.ms));
         }
         steps
     }
@@ -467,10 +466,28 @@ mod tests {
     fn follower_notices_a_reload() {
         let mut follower = Follower::default();
         follower.accept(&batch(0..50));
+        // After a reload: numbered from 0 again, and later than anything printed.
+        let reloaded: Vec<Event> = batch(0..2)
+            .into_iter()
+            .map(|event| Event {
+                ms: event.ms + 1000,
+                ..event
+            })
+            .collect();
         assert_eq!(
-            follower.accept(&batch(0..2)),
+            follower.accept(&reloaded),
             [Step::Restarted, Step::Show(0), Step::Show(1)]
         );
+    }
+
+    #[test]
+    fn a_newest_record_held_back_once_is_not_a_reload() {
+        let mut follower = Follower::default();
+        follower.accept(&batch(0..4));
+        // The next read holds seq 3 back (another CPU is writing a record that may sort
+        // before it): nothing to print, nothing lost, no reload.
+        assert_eq!(follower.accept(&batch(0..3)), []);
+        assert_eq!(follower.accept(&batch(0..5)), [Step::Show(4)]);
     }
 
     #[test]
