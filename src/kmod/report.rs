@@ -97,7 +97,10 @@ pub(crate) fn coalesce_trap(ip: u64, action: Action) -> bool {
     };
     let context = Context::Trap as usize;
     let (tid, pid) = ffi::current_ids();
-    if records.rings[context].coalesce(pid, tid, ip, action).is_none() {
+    if records.rings[context]
+        .coalesce(pid, tid, ip, action)
+        .is_none()
+    {
         return false;
     }
     let top = &records.tops[context];
@@ -176,20 +179,20 @@ impl Recording {
             && !sighting.guest
             && action != Action::Throttle;
         let event = Event {
-                seq: 0,
-                ms,
-                cpu: self.cpu,
-                pid,
-                tid,
-                comm,
-                source: sighting.source,
-                guest: sighting.guest,
-                ip: sighting.ip,
-                count: sighting.count,
-                action,
-                map: None,
-                cgroup,
-            };
+            seq: 0,
+            ms,
+            cpu: self.cpu,
+            pid,
+            tid,
+            comm,
+            source: sighting.source,
+            guest: sighting.guest,
+            ip: sighting.ip,
+            count: sighting.count,
+            action,
+            map: None,
+            cgroup,
+        };
         if open {
             writing.finish_open(self.now_ns, &event, map);
         } else {

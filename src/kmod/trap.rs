@@ -14,11 +14,11 @@
 
 use crate::control::{self, THROTTLE};
 use crate::escape::{until_nul, Escaped};
+use crate::eventlog::PackedMapping;
 use crate::ffi::{self, DebugTrap};
 use crate::ffi::{pr_warn, pr_warn_as, KERNEL_SLD_PREFIX};
 use crate::policy::Policy;
 use crate::ratelimit::{Admission, RateLimiter};
-use crate::eventlog::PackedMapping;
 use crate::record::{Action, Source};
 use crate::report::{self, Context, Sighting};
 use crate::stats::{self, Counts};
@@ -103,18 +103,17 @@ fn finish(record: report::Recording, user_ip: u64, action: Action, map: Option<P
 fn throttle(counts: Option<&Counts>, user_ip: u64, until_us: u64, per_second: u32) {
     let record = report::begin(Context::Trap);
     let map = record.cached_mapping(user_ip);
-    let action = if ffi::defer_to_user_return(on_return_to_user, [record.id(), user_ip, until_us])
-        .is_ok()
-    {
-        stats::THROTTLED.add_to(counts, 1);
-        Action::Throttle
-    } else {
-        // No memory for the work item, or the task is exiting: it cannot be made to sleep,
-        // but it is still reported; its slot goes back to the budget.
-        THROTTLE.refund(1, per_second);
-        warn(counts, user_ip);
-        Action::Warn
-    };
+    let action =
+        if ffi::defer_to_user_return(on_return_to_user, [record.id(), user_ip, until_us]).is_ok() {
+            stats::THROTTLED.add_to(counts, 1);
+            Action::Throttle
+        } else {
+            // No memory for the work item, or the task is exiting: it cannot be made to sleep,
+            // but it is still reported; its slot goes back to the budget.
+            THROTTLE.refund(1, per_second);
+            warn(counts, user_ip);
+            Action::Warn
+        };
     finish(record, user_ip, action, map);
 }
 
