@@ -89,7 +89,8 @@ pub(crate) fn stop() {
     PHASE.store(Phase::Stopping as u8, Ordering::Release);
 }
 
-/// The policy in force; readable from any context.
+/// The policy in force; readable from any context. Inlined: the trap reads it every time.
+#[inline]
 pub(crate) fn policy() -> Policy {
     Policy::from_bits(POLICY.load(Ordering::Acquire)).unwrap_or_default()
 }
@@ -123,6 +124,7 @@ pub(crate) fn set_trap_armed(cpu: u32, armed: bool) {
 }
 
 /// Whether this module armed the Bus Lock Detect trap on `cpu`; any context.
+#[inline]
 pub(crate) fn trap_armed(cpu: u32) -> bool {
     TRAP_ARMED.get(cpu)
 }
